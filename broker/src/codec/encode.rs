@@ -1,0 +1,13 @@
+//! Encoding: [`Packet`] -> bytes.
+
+use bytes::BytesMut;
+
+use super::{Error, Packet};
+
+/// Appends the encoding of `packet` to `dst`. Fails (writing nothing) when a
+/// string is longer than 65535 bytes or the packet exceeds the maximum
+/// remaining length.
+pub fn encode(packet: &Packet, dst: &mut BytesMut) -> Result<(), Error> {
+    let _ = (packet, dst);
+    todo!("codec helper")
+}

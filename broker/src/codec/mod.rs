@@ -1,0 +1,324 @@
+//! The MQTT 3.1.1 / 3.1 wire codec: packet types and a strict tokio-util
+//! `Decoder`/`Encoder`.
+//!
+//! Strict means every well-formedness rule of the standard is enforced on
+//! decode (fixed-header flags, remaining-length encoding, UTF-8 strings
+//! without U+0000, no wildcards in topic names, no trailing bytes, ...): a
+//! violation is an [`Error`] and the connection that sent it is closed
+//! ([MQTT-4.8.0-1]). Payloads and topic names are `Bytes` slices of the read
+//! buffer, so decoding copies nothing.
+
+mod decode;
+mod encode;
+
+use bytes::{Bytes, BytesMut};
+
+pub use decode::decode;
+pub use encode::encode;
+
+/// The largest remaining length the 4-byte variable-length encoding can
+/// express (268,435,455 bytes) [MQTT-2.2.3].
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// A codec error: anything that makes the byte stream unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("packet of {size} bytes exceeds the limit of {limit} bytes")]
+    PacketTooLarge { size: usize, limit: usize },
+    #[error("malformed remaining length")]
+    MalformedRemainingLength,
+    #[error("reserved packet type {0}")]
+    ReservedPacketType(u8),
+    #[error("invalid fixed-header flags {flags:#06b} for {packet}")]
+    InvalidFlags { packet: &'static str, flags: u8 },
+    #[error("invalid QoS 3")]
+    InvalidQos,
+    #[error("packet identifier 0")]
+    ZeroPacketId,
+    #[error("packet shorter than its contents")]
+    Truncated,
+    #[error("{0} trailing bytes after the packet's contents")]
+    TrailingBytes(usize),
+    #[error("string is not well-formed UTF-8")]
+    InvalidUtf8,
+    #[error("string contains U+0000")]
+    NullCharacter,
+    #[error("string longer than 65535 bytes")]
+    StringTooLong,
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(&'static str),
+    #[error("invalid topic filter: {0}")]
+    InvalidTopicFilter(&'static str),
+    #[error("CONNECT reserved flag is set")]
+    ConnectReservedFlag,
+    #[error("inconsistent will flags")]
+    InvalidWillFlags,
+    #[error("password without user name")]
+    PasswordWithoutUsername,
+    #[error("{0} without any topic filter")]
+    EmptyPayload(&'static str),
+    #[error("reserved bits set in requested QoS byte {0:#04x}")]
+    InvalidRequestedQos(u8),
+    #[error("invalid CONNACK return code {0}")]
+    InvalidConnectReturnCode(u8),
+    #[error("invalid SUBACK return code {0:#04x}")]
+    InvalidSubackReturnCode(u8),
+    /// An unknown protocol name or level. The broker answers CONNACK 0x01
+    /// and closes the connection [MQTT-3.1.2-2].
+    #[error("unsupported protocol {name:?} level {level}")]
+    UnsupportedProtocol { name: String, level: u8 },
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+/// Quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS for a 2-bit value; `None` for 3.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A string known to be well-formed UTF-8 without U+0000, kept as a `Bytes`
+/// slice of the buffer it was read from so that it is never copied.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// Validates `bytes` as an MQTT UTF-8 string [MQTT-1.5.3-1], [MQTT-1.5.3-2].
+    pub fn from_bytes(bytes: Bytes) -> Result<ByteStr, Error> {
+        let s = std::str::from_utf8(&bytes).map_err(|_| Error::InvalidUtf8)?;
+        if s.contains('\0') {
+            return Err(Error::NullCharacter);
+        }
+        Ok(ByteStr(bytes))
+    }
+
+    /// A `ByteStr` from a static string (tests, `$SYS` topics).
+    pub fn from_static(s: &'static str) -> ByteStr {
+        ByteStr(Bytes::from_static(s.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor checks (or is given) valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for ByteStr {
+    fn from(s: &str) -> Self {
+        ByteStr(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> Self {
+        ByteStr(Bytes::from(s.into_bytes()))
+    }
+}
+
+impl std::ops::Deref for ByteStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Protocol name and level from CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `MQIsdp`, level 3.
+    V31,
+    /// `MQTT`, level 4.
+    V311,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastWill {
+    pub topic: ByteStr,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub protocol: Protocol,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+    /// May be empty; the broker decides what that means [MQTT-3.1.3-6].
+    pub client_id: ByteStr,
+    pub will: Option<LastWill>,
+    pub username: Option<ByteStr>,
+    /// Binary data, not a string [MQTT-3.1.3.5].
+    pub password: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectReturnCode {
+    Accepted = 0,
+    UnacceptableProtocolVersion = 1,
+    IdentifierRejected = 2,
+    ServerUnavailable = 3,
+    BadUserNameOrPassword = 4,
+    NotAuthorized = 5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnAck {
+    pub session_present: bool,
+    pub code: ConnectReturnCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: ByteStr,
+    /// 0 for QoS 0 (not on the wire), non-zero otherwise [MQTT-2.3.1-1].
+    pub pkid: u16,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub pkid: u16,
+    /// At least one; filters are validated [MQTT-3.8.3-3], [MQTT-4.7.1-*].
+    pub filters: Vec<(ByteStr, QoS)>,
+}
+
+/// A SUBACK return code: granted QoS or failure (0x80).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubackCode {
+    Success(QoS),
+    Failure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAck {
+    pub pkid: u16,
+    pub codes: Vec<SubackCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub pkid: u16,
+    /// At least one [MQTT-3.10.3-2].
+    pub filters: Vec<ByteStr>,
+}
+
+/// Every MQTT 3.1.1 control packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Connect(Connect),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(u16),
+    PingReq,
+    PingResp,
+    Disconnect,
+}
+
+impl Packet {
+    /// The packet type's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck(_) => "PUBACK",
+            Packet::PubRec(_) => "PUBREC",
+            Packet::PubRel(_) => "PUBREL",
+            Packet::PubComp(_) => "PUBCOMP",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+            Packet::UnsubAck(_) => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect => "DISCONNECT",
+        }
+    }
+}
+
+/// The tokio-util codec. `max_packet_size` bounds the whole packet and is
+/// checked from the fixed header, before the body is buffered.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    pub max_packet_size: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec {
+            max_packet_size: MAX_REMAINING_LENGTH + 5,
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for Codec {
+    type Item = Packet;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, Error> {
+        decode(src, self.max_packet_size)
+    }
+}
+
+impl tokio_util::codec::Encoder<&Packet> for Codec {
+    type Error = Error;
+
+    fn encode(&mut self, item: &Packet, dst: &mut BytesMut) -> Result<(), Error> {
+        encode(item, dst)
+    }
+}
