@@ -5,8 +5,20 @@
 //! - [`topic`]: topic name / filter validation and matching rules.
 //! - [`trie`]: the subscription trie.
 //! - [`retain`]: the retained-message tree.
+//! - [`session`]: per-client queues, inflight window, packet ids.
+//! - [`router`]: sessions, subscriptions, retained: who gets a publish.
+//! - [`connection`]: one client's handshake and `select!` loop.
+//! - [`server`]: accept loop, limits, shutdown.
+//! - [`config`]: typed configuration and the mosquitto.conf reader.
 
 pub mod codec;
+pub mod config;
+pub mod connection;
 pub mod retain;
+pub mod router;
+pub mod server;
+pub mod session;
 pub mod topic;
 pub mod trie;
+
+pub use config::Config;

@@ -1,1 +1,289 @@
-fn main(){}
+//! The `broker` binary: a mosquitto-style command line over the library.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use broker::config::{Config, Listener, LogDest};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+const USAGE: &str = "\
+broker: an MQTT 3.1.1 / 3.1 broker, a drop-in replacement for mosquitto.
+
+Usage: broker [-c config_file] [-p port] [-v]
+       broker check [-h host] [-p port]
+       broker -h | --help | --version
+
+ -c : read configuration from a mosquitto.conf file.
+ -p : listen on this port (repeatable). Without a config file's listener
+      the broker listens on 127.0.0.1 only (local-only mode, as mosquitto 2.0).
+ -v : verbose: log every connection and packet type.
+ check : connect to a broker over MQTT and exit 0 when it accepts the
+      connection, 1 otherwise (for container health checks).";
+
+struct Args {
+    config: Option<PathBuf>,
+    ports: Vec<u16>,
+    verbose: bool,
+}
+
+fn parse_port(v: Option<String>) -> anyhow::Result<u16> {
+    let v = v.context("-p needs a port")?;
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => bail!("invalid port {v:?}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("check") {
+        argv.next();
+        return match check(argv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("check failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut args = Args {
+        config: None,
+        ports: Vec::new(),
+        verbose: false,
+    };
+    while let Some(a) = argv.next() {
+        match a.as_str() {
+            "-c" | "--config-file" => {
+                args.config = Some(argv.next().map(PathBuf::from).unwrap_or_default());
+                if args.config.as_deref() == Some(std::path::Path::new("")) {
+                    eprintln!("Error: -c argument given, but no config file specified.");
+                    return ExitCode::FAILURE;
+                }
+            }
+            "-p" | "--port" => match parse_port(argv.next()) {
+                Ok(p) => args.ports.push(p),
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            "-v" | "--verbose" => args.verbose = true,
+            "-d" | "--daemon" => {
+                eprintln!("Warning: -d (daemon) is not supported; running in the foreground.")
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("broker version {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("Error: unknown option {other:?}.\n\n{USAGE}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.verbose |= args.verbose;
+    let _guards = init_logging(&config)?;
+
+    let local_only = config.listeners.is_empty();
+    if !args.ports.is_empty() {
+        // Command-line ports add listeners; alone they stay local-only.
+        let bind = local_only.then(|| "127.0.0.1".to_owned());
+        config.listeners.extend(args.ports.iter().map(|&port| Listener {
+            port,
+            bind: bind.clone(),
+        }));
+    }
+    if config.listeners.is_empty() {
+        config.listeners.push(Listener {
+            port: 1883,
+            bind: Some("127.0.0.1".into()),
+        });
+    }
+    if local_only {
+        info!(
+            "Starting in local only mode. Connections will only be possible from clients \
+             running on this machine. Create a configuration file which defines a listener \
+             (for example `listener 1883`) to listen on all interfaces."
+        );
+    }
+    if config.persistence {
+        warn!("persistence is not implemented yet; messages are kept in memory only");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            for addr in listener_addrs(l)? {
+                let listener = broker::server::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                listeners.push(listener);
+            }
+        }
+        if let Some(pid_file) = &config.pid_file {
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("cannot write pid_file {}", pid_file.display()))?;
+        }
+        info!("broker version {} running", env!("CARGO_PKG_VERSION"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        broker::server::run_listeners(listeners, config, shutdown).await?;
+        info!("broker version {} terminating", env!("CARGO_PKG_VERSION"));
+        anyhow::Ok(())
+    })
+}
+
+/// Socket addresses for a listener: its bind address, or every interface
+/// (IPv4 and IPv6 where available) without one.
+fn listener_addrs(l: &Listener) -> anyhow::Result<Vec<SocketAddr>> {
+    match &l.bind {
+        Some(host) => {
+            let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), l.port))
+                .with_context(|| format!("cannot resolve listener address {host}"))?
+                .collect();
+            Ok(addrs.into_iter().take(1).collect())
+        }
+        None => Ok(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port)]),
+    }
+}
+
+async fn signals(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("signal received, shutting down");
+    shutdown.cancel();
+}
+
+/// Sets up logging to the configured destinations. Writes go through
+/// non-blocking writers that drop lines when a destination cannot keep up:
+/// a pipe nobody reads never stalls the broker.
+fn init_logging(config: &Config) -> anyhow::Result<Vec<tracing_appender::non_blocking::WorkerGuard>> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let mut dests = config.log_dest.clone();
+    if dests.is_empty() {
+        dests.push(LogDest::Stderr);
+    }
+    let mut guards = Vec::new();
+    let mut writers = Vec::new();
+    for dest in &dests {
+        let (writer, guard) = match dest {
+            LogDest::None => continue,
+            LogDest::Stdout => tracing_appender::non_blocking(std::io::stdout()),
+            LogDest::Stderr => tracing_appender::non_blocking(std::io::stderr()),
+            LogDest::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| {
+                        format!(
+                            "cannot open log file {} (does its directory exist?)",
+                            path.display()
+                        )
+                    })?;
+                tracing_appender::non_blocking(file)
+            }
+        };
+        writers.push(writer);
+        guards.push(guard);
+    }
+    let level = if config.verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("broker={level},{level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false);
+    let mut iter = writers.into_iter();
+    match (iter.next(), iter.next(), iter.next()) {
+        (None, _, _) => {}
+        (Some(a), None, _) => builder.with_writer(a).init(),
+        (Some(a), Some(b), None) => builder.with_writer(a.and(b)).init(),
+        (Some(a), Some(b), Some(c)) => builder.with_writer(a.and(b).and(c)).init(),
+    }
+    Ok(guards)
+}
+
+/// `broker check`: CONNECT, expect CONNACK 0, DISCONNECT.
+fn check(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut host = "127.0.0.1".to_owned();
+    let mut port = 1883;
+    while let Some(a) = argv.next() {
+        match a.as_str() {
+            "-h" => host = argv.next().context("-h needs a host")?,
+            "-p" => port = parse_port(argv.next())?,
+            other => bail!("unknown option {other:?}"),
+        }
+    }
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))?
+        .next()
+        .context("no address")?;
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut buf = bytes::BytesMut::new();
+    broker::codec::encode(
+        &broker::codec::Packet::Connect(broker::codec::Connect {
+            protocol: broker::codec::Protocol::V311,
+            clean_session: true,
+            keep_alive: 10,
+            client_id: broker::codec::ByteStr::from(""),
+            will: None,
+            username: None,
+            password: None,
+        }),
+        &mut buf,
+    )?;
+    broker::codec::encode(&broker::codec::Packet::Disconnect, &mut buf)?;
+    s.write_all(&buf)?;
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).context("no CONNACK")?;
+    match connack {
+        [0x20, 0x02, _, 0] => Ok(()),
+        [0x20, 0x02, _, code] => bail!("connection refused with return code {code}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}

@@ -14,7 +14,7 @@ mod encode;
 use bytes::{Bytes, BytesMut};
 
 pub use decode::decode;
-pub use encode::encode;
+pub use encode::{encode, encode_publish};
 
 /// The largest remaining length the 4-byte variable-length encoding can
 /// express (268,435,455 bytes) [MQTT-2.2.3].

@@ -1,0 +1,439 @@
+//! One client connection: the CONNECT handshake, then a single `select!`
+//! loop over the socket, the session's queue, the keepalive deadline and
+//! shutdown; the will and session clean-up happen once, after the loop.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::codec::{
+    self, ByteStr, Codec, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, Protocol,
+    Publish, QoS, SubAck,
+};
+use crate::server::Shared;
+use crate::session::Session;
+use crate::topic;
+
+/// Outbound bytes buffered before the queue stops being drained into the
+/// write buffer (the rest waits in the bounded session queue).
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Outbound bytes beyond which the client's packets are not read until it
+/// reads its acknowledgements: a client that never reads cannot make the
+/// broker buffer without bound.
+const READ_STOP: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT received: the will is discarded [MQTT-3.14.4-3].
+    Disconnect,
+    /// Socket closed, protocol error, keepalive, takeover: the will is
+    /// published [MQTT-3.1.2-8].
+    Abnormal(String),
+    /// Broker shutting down.
+    Shutdown,
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let mut codec = Codec {
+        max_packet_size: if shared.config.max_packet_size == 0 {
+            codec::MAX_REMAINING_LENGTH + 5
+        } else {
+            shared.config.max_packet_size
+        },
+    };
+    let mut rbuf = BytesMut::with_capacity(1024);
+
+    let first = tokio::select! {
+        r = tokio::time::timeout(
+            shared.config.connect_timeout,
+            read_packet(&mut stream, &mut rbuf, &mut codec),
+        ) => r,
+        _ = shutdown.cancelled() => return,
+    };
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Err(codec::Error::UnsupportedProtocol { name, level })) => {
+            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
+            debug!(%peer, "unsupported protocol {name:?} level {level}");
+            let _ = write_packet(
+                &mut stream,
+                &Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code: ConnectReturnCode::UnacceptableProtocolVersion,
+                }),
+            )
+            .await;
+            return;
+        }
+        Ok(Ok(Some(p))) => {
+            // [MQTT-3.1.0-1]: the first packet must be CONNECT.
+            debug!(%peer, "first packet is {}, not CONNECT", p.name());
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(%peer, "bad CONNECT: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "no CONNECT within {:?}", shared.config.connect_timeout);
+            return;
+        }
+    };
+    serve(stream, rbuf, codec, connect, peer, shared, shutdown).await;
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    mut rbuf: BytesMut,
+    mut codec: Codec,
+    mut connect: Connect,
+    peer: String,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let config = &shared.config;
+    let refuse = |code| ConnAck {
+        session_present: false,
+        code,
+    };
+
+    if connect.client_id.is_empty() {
+        // [MQTT-3.1.3-8]: an empty id needs clean session; MQTT 3.1
+        // requires an id.
+        if !connect.clean_session
+            || connect.protocol == Protocol::V31
+            || !config.allow_zero_length_clientid
+        {
+            let _ = write_packet(
+                &mut stream,
+                &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
+            )
+            .await;
+            return;
+        }
+        // [MQTT-3.1.3-6]: the server assigns a unique id.
+        connect.client_id = ByteStr::from(format!(
+            "auto-{:016X}",
+            shared.next_connection.fetch_add(1, Ordering::Relaxed) ^ shared.id_salt
+        ));
+    }
+    if let Some(will) = &connect.will {
+        if topic::validate_name(&will.topic).is_err() {
+            debug!(%peer, "will topic {:?} refused", will.topic.as_str());
+            return;
+        }
+    }
+
+    let connection_id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    let kick = shutdown.child_token();
+    let attached = shared.router().connect(
+        &connect.client_id,
+        connect.clean_session,
+        connection_id,
+        kick.clone(),
+        config.limits,
+    );
+    if let Some(old) = attached.taken_over {
+        // [MQTT-3.1.4-2]: the existing client is disconnected.
+        old.cancel();
+    }
+    let session = attached.session;
+    if config.connection_messages {
+        info!(
+            "New client connected from {peer} as {} (p{}, c{}, k{}).",
+            connect.client_id,
+            match connect.protocol {
+                Protocol::V31 => 1,
+                Protocol::V311 => 2,
+            },
+            u8::from(connect.clean_session),
+            connect.keep_alive
+        );
+    }
+
+    let mut wbuf = BytesMut::with_capacity(1024);
+    let _ = codec.encode(
+        &Packet::ConnAck(ConnAck {
+            session_present: attached.session_present,
+            code: ConnectReturnCode::Accepted,
+        }),
+        &mut wbuf,
+    );
+    session.lock().resend(&mut wbuf);
+
+    let mut conn = Connection {
+        session: &session,
+        shared: &shared,
+        will: connect.will.take(),
+        peer: &peer,
+        client_id: &connect.client_id,
+    };
+    let end = conn
+        .run(&mut stream, &mut rbuf, &mut wbuf, &mut codec, connect.keep_alive, &kick, &shutdown)
+        .await;
+
+    if let End::Disconnect = end {
+        // Acknowledgements (even the CONNACK) may still be buffered when a
+        // client pipelines DISCONNECT behind other packets: send them.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await;
+    }
+    if let End::Abnormal(reason) = &end {
+        debug!(client = %connect.client_id, "connection lost: {reason}");
+        if let Some(will) = conn.will.take() {
+            conn.publish_will(will);
+        }
+    }
+    shared.router().disconnect(&connect.client_id, connection_id);
+    if config.connection_messages {
+        match end {
+            End::Disconnect => info!("Client {} disconnected.", connect.client_id),
+            End::Abnormal(reason) => {
+                info!("Client {} closed its connection ({reason}).", connect.client_id)
+            }
+            End::Shutdown => {}
+        }
+    }
+}
+
+struct Connection<'a> {
+    session: &'a Arc<Session>,
+    shared: &'a Shared,
+    will: Option<LastWill>,
+    peer: &'a str,
+    client_id: &'a ByteStr,
+}
+
+impl Connection<'_> {
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        stream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        codec: &mut Codec,
+        keep_alive: u16,
+        kick: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> End {
+        // [MQTT-3.1.2-24]: one and a half keepalive periods; 0 = off.
+        let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
+        let mut last_read = Instant::now();
+        let keepalive = tokio::time::sleep(grace);
+        tokio::pin!(keepalive);
+        let limits = self.session.limits;
+
+        // Packets that arrived together with CONNECT.
+        if let Err(end) = self.process(rbuf, wbuf, codec) {
+            return end;
+        }
+        let (mut rd, mut wr) = stream.split();
+        loop {
+            if wbuf.len() < WRITE_HIGH_WATER {
+                self.session.lock().fill(&limits, wbuf, WRITE_HIGH_WATER);
+            }
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                _ = kick.cancelled() => {
+                    return if shutdown.is_cancelled() {
+                        End::Shutdown
+                    } else {
+                        End::Abnormal("taken over by a new connection".into())
+                    };
+                }
+                r = wr.write(wbuf), if !wbuf.is_empty() => match r {
+                    Ok(0) | Err(_) => return End::Abnormal("write failed".into()),
+                    Ok(n) => wbuf.advance(n),
+                },
+                r = rd.read_buf(rbuf), if wbuf.len() < READ_STOP => match r {
+                    Ok(0) => return End::Abnormal("closed by client".into()),
+                    Err(e) => return End::Abnormal(format!("read error: {e}")),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        if let Err(end) = self.process(rbuf, wbuf, codec) {
+                            return end;
+                        }
+                    }
+                },
+                _ = self.session.notify.notified() => {}
+                _ = &mut keepalive, if keep_alive > 0 => {
+                    let due = last_read + grace;
+                    if Instant::now() >= due {
+                        return End::Abnormal("keepalive timeout".into());
+                    }
+                    keepalive.as_mut().reset(due);
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in `rbuf`; responses go
+    /// to `wbuf`.
+    fn process(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut, codec: &mut Codec) -> Result<(), End> {
+        loop {
+            match codec.decode(rbuf) {
+                Ok(Some(packet)) => self.handle(packet, wbuf)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    // [MQTT-4.8.0-1]: close the connection on a protocol
+                    // violation; nobody else is affected.
+                    debug!(client = %self.client_id, peer = self.peer, "protocol error: {e}");
+                    return Err(End::Abnormal(format!("protocol error: {e}")));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Packet, wbuf: &mut BytesMut) -> Result<(), End> {
+        debug!(client = %self.client_id, "received {}", packet.name());
+        let shared = self.shared;
+        match packet {
+            Packet::Publish(p) => self.publish(p, wbuf)?,
+            Packet::PubAck(pkid) => {
+                self.session.lock().puback(pkid);
+            }
+            Packet::PubRec(pkid) => {
+                self.session.lock().pubrec(pkid);
+                // [MQTT-4.3.3-1]: PUBREL answers PUBREC.
+                push(wbuf, &Packet::PubRel(pkid));
+            }
+            Packet::PubRel(pkid) => {
+                self.session.lock().inbound_qos2.remove(&pkid);
+                // [MQTT-4.3.3-2]: PUBCOMP answers PUBREL, known id or not.
+                push(wbuf, &Packet::PubComp(pkid));
+            }
+            Packet::PubComp(pkid) => {
+                self.session.lock().pubcomp(pkid);
+            }
+            Packet::Subscribe(s) => {
+                // The SUBACK goes into the write buffer now; retained
+                // messages are queued and follow it [MQTT-3.8.4-1].
+                let codes = shared.router().subscribe(self.session, &s.filters, |f| {
+                    topic::validate_filter(f).is_err()
+                });
+                push(
+                    wbuf,
+                    &Packet::SubAck(SubAck {
+                        pkid: s.pkid,
+                        codes,
+                    }),
+                );
+            }
+            Packet::Unsubscribe(u) => {
+                shared.router().unsubscribe(self.session, &u.filters);
+                // [MQTT-3.10.4-4], [MQTT-3.10.4-5]: UNSUBACK even when
+                // nothing matched.
+                push(wbuf, &Packet::UnsubAck(u.pkid));
+            }
+            Packet::PingReq => push(wbuf, &Packet::PingResp),
+            Packet::Disconnect => {
+                // [MQTT-3.14.4-3]: discard the will.
+                self.will = None;
+                return Err(End::Disconnect);
+            }
+            Packet::Connect(_) => {
+                // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
+                return Err(End::Abnormal("second CONNECT".into()));
+            }
+            p @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
+                return Err(End::Abnormal(format!("{} from a client", p.name())));
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, p: Publish, wbuf: &mut BytesMut) -> Result<(), End> {
+        if let Err(e) = topic::validate_name(&p.topic) {
+            return Err(End::Abnormal(format!("topic refused: {e}")));
+        }
+        let limit = self.shared.config.message_size_limit;
+        // Clients may not publish to `$` topics; oversized messages are
+        // dropped as Mosquitto does. Either way the QoS handshake completes.
+        let accept = !p.topic.starts_with('$') && (limit == 0 || p.payload.len() <= limit);
+        let retain = p.retain && self.shared.config.retain_available;
+        match p.qos {
+            QoS::AtMostOnce => {
+                if accept {
+                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                }
+            }
+            QoS::AtLeastOnce => {
+                if accept {
+                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                }
+                push(wbuf, &Packet::PubAck(p.pkid));
+            }
+            QoS::ExactlyOnce => {
+                // Delivered on the first receipt; a re-sent PUBLISH with an
+                // id still awaiting PUBREL is not delivered again
+                // [MQTT-4.3.3-2].
+                let first = self.session.lock().inbound_qos2.insert(p.pkid);
+                if first && accept {
+                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                }
+                push(wbuf, &Packet::PubRec(p.pkid));
+            }
+        }
+        if !accept {
+            debug!(client = %self.client_id, topic = %p.topic, "publish dropped");
+        }
+        Ok(())
+    }
+
+    fn publish_will(&self, will: LastWill) {
+        if will.topic.starts_with('$') {
+            return;
+        }
+        let retain = will.retain && self.shared.config.retain_available;
+        self.shared
+            .router()
+            .publish(&will.topic, &will.payload, will.qos, retain);
+    }
+}
+
+fn push(wbuf: &mut BytesMut, packet: &Packet) {
+    // Acknowledgements are fixed-size; encoding cannot fail.
+    let _ = codec::encode(packet, wbuf);
+}
+
+/// Reads until one whole packet is decoded; `None` if the peer closed
+/// first.
+async fn read_packet(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    codec: &mut Codec,
+) -> Result<Option<Packet>, codec::Error> {
+    loop {
+        if let Some(p) = codec.decode(rbuf)? {
+            return Ok(Some(p));
+        }
+        if stream.read_buf(rbuf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn write_packet(stream: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(8);
+    push(&mut buf, packet);
+    stream.write_all(&buf).await
+}

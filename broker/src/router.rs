@@ -1,0 +1,284 @@
+//! The router: sessions by client id, the subscription trie and the
+//! retained messages; it decides who gets a publish.
+//!
+//! A plain struct with `&mut self` methods, held behind a
+//! `std::sync::Mutex` by the server and never across `.await`. Delivery
+//! itself is a push into each subscriber's bounded [`Session`] queue, which
+//! never blocks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{ByteStr, QoS, SubackCode};
+use crate::retain::RetainTree;
+use crate::session::{Limits, Message, Session};
+use crate::trie::SubscriptionTrie;
+
+/// A subscription as stored in the trie.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub qos: QoS,
+    pub session: Arc<Session>,
+}
+
+/// A session known to the router.
+#[derive(Debug)]
+struct Entry {
+    session: Arc<Session>,
+    /// The client's filters and granted QoS, to remove them from the trie
+    /// when the session ends.
+    filters: HashMap<ByteStr, QoS>,
+    /// Clean session 1: discarded when the connection ends [MQTT-3.1.2-6].
+    clean: bool,
+    /// The attached connection's id and the token that closes it.
+    connection: Option<(u64, CancellationToken)>,
+}
+
+/// What [`Router::connect`] decided.
+#[derive(Debug)]
+pub struct Attached {
+    pub session: Arc<Session>,
+    /// CONNACK's session-present flag [MQTT-3.2.2-2].
+    pub session_present: bool,
+    /// Closes the connection that was attached to this client id before
+    /// (takeover) [MQTT-3.1.4-2]; the caller cancels it.
+    pub taken_over: Option<CancellationToken>,
+}
+
+/// Counters the router keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+pub struct Router {
+    sessions: HashMap<Arc<str>, Entry>,
+    subscriptions: SubscriptionTrie<u64, Subscriber>,
+    retained: RetainTree<Message>,
+    next_session_id: u64,
+    /// Reused between publishes: the matches of one topic, merged per
+    /// session (no allocation per publish once warmed up).
+    scratch: Vec<(u64, QoS, Arc<Session>)>,
+    pub stats: Stats,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Attaches connection `connection` to `client_id`'s session, creating
+    /// or discarding sessions as `clean` asks [MQTT-3.1.2-4], [MQTT-3.1.2-6].
+    pub fn connect(
+        &mut self,
+        client_id: &str,
+        clean: bool,
+        connection: u64,
+        kick: CancellationToken,
+        limits: Limits,
+    ) -> Attached {
+        let mut taken_over = None;
+        let mut resume = None;
+        if let Some(mut old) = self.sessions.remove(client_id) {
+            taken_over = old.connection.take().map(|(_, token)| token);
+            if !clean && !old.clean {
+                resume = Some(old);
+            } else {
+                self.drop_entry(old);
+            }
+        }
+        let session_present = resume.is_some();
+        let mut entry = match resume {
+            Some(entry) => entry,
+            None => {
+                self.next_session_id += 1;
+                let client_id: Arc<str> = client_id.into();
+                Entry {
+                    session: Arc::new(Session::new(
+                        client_id,
+                        self.next_session_id,
+                        limits,
+                    )),
+                    filters: HashMap::new(),
+                    clean,
+                    connection: None,
+                }
+            }
+        };
+        entry.connection = Some((connection, kick));
+        entry.session.lock().owner = Some(connection);
+        let session = entry.session.clone();
+        self.sessions.insert(session.client_id.clone(), entry);
+        Attached {
+            session,
+            session_present,
+            taken_over,
+        }
+    }
+
+    /// Detaches `connection` from `client_id`'s session, if it is still the
+    /// attached one; a clean session is discarded, a persistent one keeps
+    /// queueing while offline.
+    pub fn disconnect(&mut self, client_id: &str, connection: u64) {
+        let Some(entry) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        if entry.connection.as_ref().map(|c| c.0) != Some(connection) {
+            return;
+        }
+        entry.connection = None;
+        {
+            let mut state = entry.session.lock();
+            state.owner = None;
+            // Unsent QoS 0 messages are not kept for an offline session.
+            if !entry.session.limits.queue_qos0 {
+                state.queue.retain(|m| m.qos != QoS::AtMostOnce);
+            }
+        }
+        if entry.clean {
+            if let Some(entry) = self.sessions.remove(client_id) {
+                self.drop_entry(entry);
+            }
+        }
+    }
+
+    fn drop_entry(&mut self, entry: Entry) {
+        for filter in entry.filters.keys() {
+            self.subscriptions.remove(filter, &entry.session.id);
+        }
+        entry.session.lock().owner = None;
+    }
+
+    /// Number of sessions (connected or persistent).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Adds subscriptions for `session` and queues the retained messages
+    /// they match [MQTT-3.8.4-3], [MQTT-3.3.1-6]. The filters are valid
+    /// (the codec checked them); `refuse` lets the caller fail single
+    /// filters (0x80), for example too deep ones.
+    pub fn subscribe(
+        &mut self,
+        session: &Arc<Session>,
+        filters: &[(ByteStr, QoS)],
+        mut refuse: impl FnMut(&str) -> bool,
+    ) -> Vec<SubackCode> {
+        let mut codes = Vec::with_capacity(filters.len());
+        for (filter, qos) in filters {
+            if refuse(filter) {
+                codes.push(SubackCode::Failure);
+                continue;
+            }
+            let Some(entry) = self.sessions.get_mut(&session.client_id) else {
+                codes.push(SubackCode::Failure);
+                continue;
+            };
+            if !Arc::ptr_eq(&entry.session, session) {
+                codes.push(SubackCode::Failure);
+                continue;
+            }
+            entry.filters.insert(filter.clone(), *qos);
+            self.subscriptions.insert(
+                filter,
+                session.id,
+                Subscriber {
+                    qos: *qos,
+                    session: session.clone(),
+                },
+            );
+            codes.push(SubackCode::Success(*qos));
+            self.retained.for_each_match(filter, |_, m| {
+                session.enqueue(Message {
+                    topic: m.topic.clone(),
+                    payload: m.payload.clone(),
+                    qos: m.qos.min(*qos),
+                    retain: true,
+                });
+            });
+        }
+        codes
+    }
+
+    /// Removes `session`'s subscriptions to `filters`; filters it did not
+    /// have are ignored [MQTT-3.10.4-5].
+    pub fn unsubscribe(&mut self, session: &Arc<Session>, filters: &[ByteStr]) {
+        let Some(entry) = self.sessions.get_mut(&session.client_id) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.session, session) {
+            return;
+        }
+        for filter in filters {
+            if entry.filters.remove(filter).is_some() {
+                self.subscriptions.remove(filter, &session.id);
+            }
+        }
+    }
+
+    /// Routes a PUBLISH: stores or clears the retained message, then queues
+    /// one copy for every session with a matching subscription, at the
+    /// highest QoS granted among its matching filters [MQTT-3.3.5-1],
+    /// capped by the message's QoS; the retain flag is cleared on
+    /// forwarded copies [MQTT-3.3.1-9]. Returns the number of copies queued.
+    pub fn publish(&mut self, topic: &ByteStr, payload: &Bytes, qos: QoS, retain: bool) -> usize {
+        self.stats.published += 1;
+        if retain {
+            if payload.is_empty() {
+                // An empty retained payload clears the topic and is not
+                // stored [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+                self.retained.remove(topic);
+            } else {
+                // Copied so the retained message does not pin the read
+                // buffer it arrived in.
+                let message = Message {
+                    topic: ByteStr::from(topic.as_str()),
+                    payload: Bytes::copy_from_slice(payload),
+                    qos,
+                    retain: true,
+                };
+                self.retained.insert(topic, message);
+            }
+        }
+
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.subscriptions.for_each_match(topic, |id, sub| {
+            scratch.push((*id, sub.qos, sub.session.clone()));
+        });
+        if scratch.len() > 1 {
+            // Overlapping subscriptions: one copy per session at the
+            // highest granted QoS [MQTT-3.3.5-1].
+            scratch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            scratch.dedup_by_key(|e| e.0);
+        }
+        let mut delivered = 0;
+        for (_, granted, session) in scratch.drain(..) {
+            let message = Message {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                qos: qos.min(granted),
+                retain: false,
+            };
+            if session.enqueue(message) {
+                delivered += 1;
+            } else {
+                self.stats.dropped += 1;
+            }
+        }
+        self.scratch = scratch;
+        self.stats.delivered += delivered as u64;
+        delivered
+    }
+}

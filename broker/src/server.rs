@@ -1,0 +1,142 @@
+//! The accept loop, connection limits and graceful shutdown.
+//!
+//! [`run`] takes listeners that are already bound, so tests bind
+//! `127.0.0.1:0`; it returns only after every connection task has ended.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info};
+
+use crate::config::Config;
+use crate::connection;
+use crate::router::Router;
+
+/// State shared by every connection task.
+pub struct Shared {
+    pub config: Config,
+    /// Held only for synchronous routing work, never across `.await`.
+    router: Mutex<Router>,
+    /// Source of connection ids and assigned client ids.
+    pub next_connection: AtomicU64,
+    /// Mixed into assigned client ids so that they differ between runs.
+    pub id_salt: u64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Shared {
+        let id_salt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            .rotate_left(32);
+        Shared {
+            config,
+            router: Mutex::new(Router::new()),
+            next_connection: AtomicU64::new(1),
+            id_salt,
+        }
+    }
+
+    /// Locks the router. A poisoned lock still yields it: one panicking
+    /// connection must not take the broker down.
+    pub fn router(&self) -> MutexGuard<'_, Router> {
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Binds a listening socket with SO_REUSEADDR, so a restarted broker does
+/// not wait for old connections in TIME_WAIT.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves one listener until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
+    run_listeners(vec![listener], config, shutdown).await
+}
+
+/// Serves several listeners with one shared router until `shutdown` is
+/// cancelled, then waits for every connection to end.
+pub async fn run_listeners(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let limit = config.max_connections.unwrap_or(Semaphore::MAX_PERMITS);
+    let limit = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
+    let shared = Arc::new(Shared::new(config));
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!("Opening listener on {addr}.");
+        }
+        tracker.spawn(accept_loop(
+            listener,
+            shared.clone(),
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(1);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, then go on.
+                error!("accept failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(%peer, "max_connections reached; connection refused");
+            continue;
+        };
+        if shared.config.set_tcp_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::handle(stream, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,392 @@
+//! Per-client session state: the outbound queue, messages in flight, packet
+//! identifiers and the inbound QoS 2 identifiers awaiting PUBREL.
+//!
+//! A [`Session`] is shared (`Arc`) between the router, which queues messages
+//! into it from any publisher's task, and the connection task that owns the
+//! client's socket, which drains it. Its state sits behind a
+//! `std::sync::Mutex` that is only ever held for short, synchronous work and
+//! never across `.await`; a `Notify` wakes the connection task when something
+//! was queued.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::codec::{self, ByteStr, QoS};
+
+/// An application message on its way to one subscriber. Cloning it is two
+/// reference-count increments: topic and payload are shared `Bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: ByteStr,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl Message {
+    /// Bytes this message accounts for in queue limits.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// Limits applied to a session's queues (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Outbound QoS 1/2 messages awaiting acknowledgement
+    /// (`max_inflight_messages`; Mosquitto's default 20).
+    pub max_inflight: usize,
+    /// Messages waiting to be sent (`max_queued_messages`; default 1000).
+    pub max_queued: usize,
+    /// Bytes waiting to be sent (`max_queued_bytes`; 0 = no byte limit).
+    pub max_queued_bytes: usize,
+    /// Whether QoS 0 messages are queued for offline persistent sessions
+    /// (`queue_qos0_messages`).
+    pub queue_qos0: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: 20,
+            max_queued: 1000,
+            max_queued_bytes: 0,
+            queue_qos0: false,
+        }
+    }
+}
+
+/// Where an outbound QoS 1/2 message is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP (QoS 2).
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub pkid: u16,
+    pub message: Message,
+    pub stage: Stage,
+}
+
+/// Counters for messages the session had to drop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub qos0: u64,
+    pub qos12: u64,
+}
+
+/// The mutable part of a session.
+#[derive(Debug)]
+pub struct State {
+    /// Messages not yet sent, in order [MQTT-4.6.0-6].
+    pub queue: VecDeque<Message>,
+    queued_bytes: usize,
+    /// Outbound QoS 1/2 messages sent and not yet completed, in send order.
+    /// Small (bounded by `max_inflight`), so a linear scan is the fastest
+    /// lookup.
+    pub inflight: VecDeque<Inflight>,
+    /// The last packet identifier used; identifiers start at 1.
+    last_pkid: u16,
+    /// Inbound QoS 2 identifiers whose PUBREL has not arrived: a re-sent
+    /// PUBLISH with one of these is not delivered again [MQTT-4.3.3-2].
+    pub inbound_qos2: HashSet<u16>,
+    /// The connection currently attached, if any. Only that connection may
+    /// drain the queue or acknowledge; a connection that was taken over
+    /// loses the right at once.
+    pub owner: Option<u64>,
+    pub dropped: Dropped,
+}
+
+/// A client's session, shared between the router and the connection task.
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Unique per session object; the key in the subscription trie.
+    pub id: u64,
+    pub limits: Limits,
+    state: Mutex<State>,
+    /// Wakes the attached connection task when a message was queued.
+    pub notify: Notify,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, id: u64, limits: Limits) -> Session {
+        Session {
+            client_id,
+            id,
+            limits,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: VecDeque::new(),
+                last_pkid: 0,
+                inbound_qos2: HashSet::new(),
+                owner: None,
+                dropped: Dropped::default(),
+            }),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Locks the state. A poisoned lock (a panic elsewhere while holding
+    /// it) still yields the state: it holds no invariant a panic can break
+    /// half-way that matters more than staying up.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `message` for delivery. Returns false when it was dropped: a
+    /// QoS 0 message for an offline session (unless `queue_qos0`), or any
+    /// message beyond the queue limits (as Mosquitto does). Never blocks the
+    /// publisher.
+    pub fn enqueue(&self, message: Message) -> bool {
+        let mut state = self.lock();
+        let limits = &self.limits;
+        let qos0 = message.qos == QoS::AtMostOnce;
+        let full = state.queue.len() >= limits.max_queued
+            || (limits.max_queued_bytes > 0
+                && state.queued_bytes + message.size() > limits.max_queued_bytes);
+        if (qos0 && state.owner.is_none() && !limits.queue_qos0) || full {
+            if qos0 {
+                state.dropped.qos0 += 1;
+            } else {
+                state.dropped.qos12 += 1;
+            }
+            return false;
+        }
+        state.queued_bytes += message.size();
+        state.queue.push_back(message);
+        let online = state.owner.is_some();
+        drop(state);
+        if online {
+            self.notify.notify_one();
+        }
+        true
+    }
+}
+
+impl State {
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.wrapping_add(1);
+            if self.last_pkid == 0 {
+                self.last_pkid = 1;
+            }
+            let id = self.last_pkid;
+            if !self.inflight.iter().any(|f| f.pkid == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Moves queued messages into `out` as encoded PUBLISH packets while the
+    /// inflight window has room and `out` is below `high_water` bytes.
+    /// QoS 0 messages wait behind a full window too, so that order is kept
+    /// [MQTT-4.6.0-6]. Returns the number of packets written.
+    pub fn fill(&mut self, limits: &Limits, out: &mut BytesMut, high_water: usize) -> usize {
+        let max_inflight = if limits.max_inflight == 0 {
+            usize::from(u16::MAX)
+        } else {
+            limits.max_inflight
+        };
+        let mut written = 0;
+        while out.len() < high_water {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let pkid = if front.qos == QoS::AtMostOnce {
+                0
+            } else if self.inflight.len() >= max_inflight {
+                break;
+            } else {
+                self.next_pkid()
+            };
+            let Some(message) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= message.size();
+            // A topic is at most 65535 bytes (it was decoded or validated),
+            // so encoding cannot fail; a message that somehow cannot be
+            // encoded is dropped rather than wedging the queue.
+            if codec::encode_publish(
+                false,
+                message.qos,
+                message.retain,
+                &message.topic,
+                pkid,
+                &message.payload,
+                out,
+            )
+            .is_ok()
+            {
+                written += 1;
+                if pkid != 0 {
+                    self.inflight.push_back(Inflight {
+                        pkid,
+                        message,
+                        stage: Stage::Published,
+                    });
+                }
+            }
+        }
+        written
+    }
+
+    /// Re-sends everything in flight after a reconnect: PUBLISH with DUP
+    /// set for messages not yet acknowledged, PUBREL for those whose PUBREC
+    /// arrived [MQTT-4.4.0-1].
+    pub fn resend(&mut self, out: &mut BytesMut) {
+        for f in &self.inflight {
+            match f.stage {
+                Stage::Published => {
+                    let m = &f.message;
+                    let _ = codec::encode_publish(
+                        true, m.qos, m.retain, &m.topic, f.pkid, &m.payload, out,
+                    );
+                }
+                Stage::Released => {
+                    let _ = codec::encode(&codec::Packet::PubRel(f.pkid), out);
+                }
+            }
+        }
+    }
+
+    /// PUBACK: completes a QoS 1 delivery. Returns whether it matched.
+    pub fn puback(&mut self, pkid: u16) -> bool {
+        self.remove_inflight(pkid, QoS::AtLeastOnce, Stage::Published)
+    }
+
+    /// PUBREC: the QoS 2 message is received by the client; it now awaits
+    /// PUBCOMP. Returns whether it matched. The caller answers PUBREL
+    /// either way [MQTT-4.3.3-1].
+    pub fn pubrec(&mut self, pkid: u16) -> bool {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|f| f.pkid == pkid && f.message.qos == QoS::ExactlyOnce)
+        {
+            Some(f) => {
+                f.stage = Stage::Released;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 delivery.
+    pub fn pubcomp(&mut self, pkid: u16) -> bool {
+        self.remove_inflight(pkid, QoS::ExactlyOnce, Stage::Released)
+    }
+
+    fn remove_inflight(&mut self, pkid: u16, qos: QoS, stage: Stage) -> bool {
+        match self
+            .inflight
+            .iter()
+            .position(|f| f.pkid == pkid && f.message.qos == qos && f.stage == stage)
+        {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(qos: QoS, n: u8) -> Message {
+        Message {
+            topic: ByteStr::from("t"),
+            payload: Bytes::from(vec![n]),
+            qos,
+            retain: false,
+        }
+    }
+
+    fn online(limits: Limits) -> Session {
+        let s = Session::new("c".into(), 1, limits);
+        s.lock().owner = Some(1);
+        s
+    }
+
+    #[test]
+    fn offline_session_drops_qos0_unless_configured() {
+        let s = Session::new("c".into(), 1, Limits::default());
+        assert!(!s.enqueue(msg(QoS::AtMostOnce, 0)));
+        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)));
+        assert_eq!(s.lock().dropped.qos0, 1);
+        let s = Session::new(
+            "c".into(),
+            1,
+            Limits {
+                queue_qos0: true,
+                ..Limits::default()
+            },
+        );
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 0)));
+    }
+
+    #[test]
+    fn queue_limit_drops_and_counts() {
+        let s = online(Limits {
+            max_queued: 2,
+            ..Limits::default()
+        });
+        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)));
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 1)));
+        assert!(!s.enqueue(msg(QoS::AtLeastOnce, 2)));
+        assert!(!s.enqueue(msg(QoS::AtMostOnce, 3)));
+        let st = s.lock();
+        assert_eq!(st.dropped, Dropped { qos0: 1, qos12: 1 });
+    }
+
+    #[test]
+    fn inflight_window_and_packet_ids_start_at_one() {
+        let limits = Limits {
+            max_inflight: 2,
+            ..Limits::default()
+        };
+        let s = online(limits);
+        for n in 0..4 {
+            s.enqueue(msg(QoS::AtLeastOnce, n));
+        }
+        let mut out = BytesMut::new();
+        let mut st = s.lock();
+        assert_eq!(st.fill(&limits, &mut out, 1 << 20), 2);
+        let ids: Vec<u16> = st.inflight.iter().map(|f| f.pkid).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert!(st.puback(1));
+        assert!(!st.puback(1), "a second PUBACK matches nothing");
+        assert_eq!(st.fill(&limits, &mut out, 1 << 20), 1);
+        assert_eq!(st.inflight.back().map(|f| f.pkid), Some(3));
+    }
+
+    #[test]
+    fn qos2_handshake_stages() {
+        let limits = Limits::default();
+        let s = online(limits);
+        s.enqueue(msg(QoS::ExactlyOnce, 0));
+        let mut out = BytesMut::new();
+        let mut st = s.lock();
+        st.fill(&limits, &mut out, 1 << 20);
+        assert!(!st.pubcomp(1), "PUBCOMP before PUBREC does not complete");
+        assert!(!st.puback(1), "PUBACK does not complete QoS 2");
+        assert!(st.pubrec(1));
+        assert_eq!(st.inflight[0].stage, Stage::Released);
+        out.clear();
+        st.resend(&mut out);
+        assert_eq!(&out[..], &[0x62, 0x02, 0x00, 0x01], "PUBREL re-sent");
+        assert!(st.pubcomp(1));
+        assert!(st.inflight.is_empty());
+    }
+}
