@@ -1,0 +1,1 @@
+//! Codec property tests and cross-checks against `mqttbytes`.
