@@ -12,6 +12,9 @@ use super::{
     SubAck, SubackCode, Subscribe, Unsubscribe,
 };
 
+/// The most [`decode`] reserves ahead for a body that has not arrived yet.
+const MAX_RESERVE: usize = 64 * 1024;
+
 /// Decodes one packet from the front of `src`, splitting its bytes off.
 /// `Ok(None)` means more bytes are needed. The packet size (fixed header +
 /// remaining length) is checked against `max_packet_size` before the body is
@@ -35,8 +38,10 @@ pub fn decode(src: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         });
     }
     if src.len() < total {
-        // Bounded by `max_packet_size`, checked above.
-        src.reserve(total - src.len());
+        // Capped so that a 5-byte header cannot make every connection
+        // allocate `max_packet_size` up front; beyond the cap the buffer
+        // grows (amortized) as the bytes actually arrive.
+        src.reserve((total - src.len()).min(MAX_RESERVE));
         return Ok(None);
     }
 
@@ -1083,5 +1088,13 @@ mod tests {
         src.extend_from_slice(&[0x30, 0xE8, 0x07]); // 1000 remaining
         assert_eq!(decode(&mut src, MAX), Ok(None));
         assert!(src.capacity() >= 1003);
+    }
+
+    #[test]
+    fn incomplete_body_reserve_is_capped() {
+        // A header announcing the maximum must not allocate 256 MiB.
+        let mut src = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(decode(&mut src, MAX), Ok(None));
+        assert!(src.capacity() <= 2 * MAX_RESERVE);
     }
 }
