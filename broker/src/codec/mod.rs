@@ -10,6 +10,8 @@
 
 mod decode;
 mod encode;
+#[cfg(test)]
+mod tests;
 
 use bytes::{Bytes, BytesMut};
 
@@ -59,6 +61,9 @@ pub enum Error {
     EmptyPayload(&'static str),
     #[error("reserved bits set in requested QoS byte {0:#04x}")]
     InvalidRequestedQos(u8),
+    /// Bits 7-1 of the CONNACK acknowledge flags are reserved [MQTT-3.2.2.1].
+    #[error("reserved CONNACK acknowledge flags set: {0:#04x}")]
+    ConnAckReservedFlags(u8),
     #[error("invalid CONNACK return code {0}")]
     InvalidConnectReturnCode(u8),
     #[error("invalid SUBACK return code {0:#04x}")]
