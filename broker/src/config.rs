@@ -418,7 +418,10 @@ mod tests {
 
     #[test]
     fn listeners_ports_and_comments() {
-        let c = parse("# comment\r\nlistener 1883\r\n\nlistener 8883 127.0.0.1\nmax_inflight_messages 5").unwrap();
+        let c = parse(
+            "# comment\r\nlistener 1883\r\n\nlistener 8883 127.0.0.1\nmax_inflight_messages 5",
+        )
+        .unwrap();
         assert_eq!(
             c.listeners,
             vec![

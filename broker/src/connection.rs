@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::codec::{
-    self, ByteStr, Codec, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, Protocol,
-    Publish, QoS, SubAck,
+    self, ByteStr, Codec, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, Protocol, Publish,
+    QoS, SubAck,
 };
 use crate::server::Shared;
 use crate::session::Session;
@@ -186,7 +186,15 @@ async fn serve(
         client_id: &connect.client_id,
     };
     let end = conn
-        .run(&mut stream, &mut rbuf, &mut wbuf, &mut codec, connect.keep_alive, &kick, &shutdown)
+        .run(
+            &mut stream,
+            &mut rbuf,
+            &mut wbuf,
+            &mut codec,
+            connect.keep_alive,
+            &kick,
+            &shutdown,
+        )
         .await;
 
     if let End::Disconnect = end {
@@ -200,12 +208,17 @@ async fn serve(
             conn.publish_will(will);
         }
     }
-    shared.router().disconnect(&connect.client_id, connection_id);
+    shared
+        .router()
+        .disconnect(&connect.client_id, connection_id);
     if config.connection_messages {
         match end {
             End::Disconnect => info!("Client {} disconnected.", connect.client_id),
             End::Abnormal(reason) => {
-                info!("Client {} closed its connection ({reason}).", connect.client_id)
+                info!(
+                    "Client {} closed its connection ({reason}).",
+                    connect.client_id
+                )
             }
             End::Shutdown => {}
         }
@@ -288,7 +301,12 @@ impl Connection<'_> {
 
     /// Decodes and handles every complete packet in `rbuf`; responses go
     /// to `wbuf`.
-    fn process(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut, codec: &mut Codec) -> Result<(), End> {
+    fn process(
+        &mut self,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        codec: &mut Codec,
+    ) -> Result<(), End> {
         loop {
             match codec.decode(rbuf) {
                 Ok(Some(packet)) => self.handle(packet, wbuf)?,
@@ -354,7 +372,10 @@ impl Connection<'_> {
                 // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
                 return Err(End::Abnormal("second CONNECT".into()));
             }
-            p @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
+            p @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
                 return Err(End::Abnormal(format!("{} from a client", p.name())));
             }
         }
@@ -373,12 +394,16 @@ impl Connection<'_> {
         match p.qos {
             QoS::AtMostOnce => {
                 if accept {
-                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                    self.shared
+                        .router()
+                        .publish(&p.topic, &p.payload, p.qos, retain);
                 }
             }
             QoS::AtLeastOnce => {
                 if accept {
-                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                    self.shared
+                        .router()
+                        .publish(&p.topic, &p.payload, p.qos, retain);
                 }
                 push(wbuf, &Packet::PubAck(p.pkid));
             }
@@ -388,7 +413,9 @@ impl Connection<'_> {
                 // [MQTT-4.3.3-2].
                 let first = self.session.lock().inbound_qos2.insert(p.pkid);
                 if first && accept {
-                    self.shared.router().publish(&p.topic, &p.payload, p.qos, retain);
+                    self.shared
+                        .router()
+                        .publish(&p.topic, &p.payload, p.qos, retain);
                 }
                 push(wbuf, &Packet::PubRec(p.pkid));
             }

@@ -110,10 +110,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !args.ports.is_empty() {
         // Command-line ports add listeners; alone they stay local-only.
         let bind = local_only.then(|| "127.0.0.1".to_owned());
-        config.listeners.extend(args.ports.iter().map(|&port| Listener {
-            port,
-            bind: bind.clone(),
-        }));
+        config
+            .listeners
+            .extend(args.ports.iter().map(|&port| Listener {
+                port,
+                bind: bind.clone(),
+            }));
     }
     if config.listeners.is_empty() {
         config.listeners.push(Listener {
@@ -163,12 +165,16 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn listener_addrs(l: &Listener) -> anyhow::Result<Vec<SocketAddr>> {
     match &l.bind {
         Some(host) => {
-            let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), l.port))
-                .with_context(|| format!("cannot resolve listener address {host}"))?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), l.port))
+                    .with_context(|| format!("cannot resolve listener address {host}"))?
+                    .collect();
             Ok(addrs.into_iter().take(1).collect())
         }
-        None => Ok(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port)]),
+        None => Ok(vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            l.port,
+        )]),
     }
 }
 
@@ -198,7 +204,9 @@ async fn signals(shutdown: CancellationToken) {
 /// Sets up logging to the configured destinations. Writes go through
 /// non-blocking writers that drop lines when a destination cannot keep up:
 /// a pipe nobody reads never stalls the broker.
-fn init_logging(config: &Config) -> anyhow::Result<Vec<tracing_appender::non_blocking::WorkerGuard>> {
+fn init_logging(
+    config: &Config,
+) -> anyhow::Result<Vec<tracing_appender::non_blocking::WorkerGuard>> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let mut dests = config.log_dest.clone();
     if dests.is_empty() {

@@ -100,11 +100,7 @@ impl Router {
                 self.next_session_id += 1;
                 let client_id: Arc<str> = client_id.into();
                 Entry {
-                    session: Arc::new(Session::new(
-                        client_id,
-                        self.next_session_id,
-                        limits,
-                    )),
+                    session: Arc::new(Session::new(client_id, self.next_session_id, limits)),
                     filters: HashMap::new(),
                     clean,
                     connection: None,

@@ -66,7 +66,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Serves one listener until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     run_listeners(vec![listener], config, shutdown).await
 }
 

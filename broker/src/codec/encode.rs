@@ -201,17 +201,3 @@ fn put_binary(dst: &mut BytesMut, bytes: &[u8]) {
     dst.put_u16(bytes.len() as u16);
     dst.put_slice(bytes);
 }
-
-/// Appends a PUBLISH built from its parts (the outbound hot path).
-pub fn encode_publish(
-    dup: bool,
-    qos: super::QoS,
-    retain: bool,
-    topic: &str,
-    pkid: u16,
-    payload: &[u8],
-    dst: &mut BytesMut,
-) -> Result<(), Error> {
-    let _ = (dup, qos, retain, topic, pkid, payload, dst);
-    todo!("codec helper")
-}
