@@ -72,8 +72,10 @@ pub struct Config {
     /// Larger messages are dropped, as Mosquitto does.
     pub message_size_limit: usize,
     pub allow_zero_length_clientid: bool,
-    /// Largest keepalive accepted (`max_keepalive`).
-    pub max_keepalive: u16,
+    /// Largest keepalive accepted (`max_keepalive`). MQTT 3.1.1 cannot tell
+    /// a client to use another value, so, as Mosquitto 2.0, a client asking
+    /// for more (or for 0, no keepalive) is refused with CONNACK 0x02.
+    pub max_keepalive: Option<u16>,
     /// `max_connections`; `None` = unlimited (Mosquitto's -1).
     pub max_connections: Option<usize>,
     /// How long a new connection may take to send CONNECT.
@@ -98,7 +100,7 @@ impl Default for Config {
             max_packet_size: 0,
             message_size_limit: 0,
             allow_zero_length_clientid: true,
-            max_keepalive: u16::MAX,
+            max_keepalive: None,
             max_connections: None,
             connect_timeout: Duration::from_secs(10),
             retain_available: true,
@@ -338,7 +340,7 @@ impl Config {
             }
             "max_keepalive" => {
                 need(value)?;
-                self.max_keepalive = parse_num(key, value)?;
+                self.max_keepalive = Some(parse_num(key, value)?);
             }
             "max_connections" => {
                 need(value)?;

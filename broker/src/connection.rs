@@ -134,6 +134,17 @@ async fn serve(
             shared.next_connection.fetch_add(1, Ordering::Relaxed) ^ shared.id_salt
         ));
     }
+    if let Some(max) = config.max_keepalive {
+        if connect.keep_alive == 0 || connect.keep_alive > max {
+            debug!(%peer, "keepalive {} refused (max_keepalive {max})", connect.keep_alive);
+            let _ = write_packet(
+                &mut stream,
+                &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
+            )
+            .await;
+            return;
+        }
+    }
     if let Some(will) = &connect.will {
         if topic::validate_name(&will.topic).is_err() {
             debug!(%peer, "will topic {:?} refused", will.topic.as_str());

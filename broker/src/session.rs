@@ -102,6 +102,9 @@ pub struct State {
     /// loses the right at once.
     pub owner: Option<u64>,
     pub dropped: Dropped,
+    /// Set while messages are being dropped for a full queue, so that the
+    /// warning is logged once per episode.
+    dropping: bool,
 }
 
 /// A client's session, shared between the router and the connection task.
@@ -130,6 +133,7 @@ impl Session {
                 inbound_qos2: HashSet::new(),
                 owner: None,
                 dropped: Dropped::default(),
+                dropping: false,
             }),
             notify: Notify::new(),
         }
@@ -159,8 +163,19 @@ impl Session {
             } else {
                 state.dropped.qos12 += 1;
             }
+            if full && !state.dropping {
+                // Once per episode, not per message (Mosquitto's users
+                // complain that drops are silent, #1593).
+                state.dropping = true;
+                tracing::warn!(
+                    "Outgoing messages are being dropped for client {} (queue full: {} messages).",
+                    self.client_id,
+                    state.queue.len()
+                );
+            }
             return false;
         }
+        state.dropping = false;
         state.queued_bytes += message.size();
         state.queue.push_back(message);
         let online = state.owner.is_some();

@@ -372,3 +372,22 @@ async fn malformed_input_does_not_disturb_other_clients() {
     let p = sub.recv_publish().await;
     assert_eq!(&p.payload[..], b"still here");
 }
+
+#[tokio::test]
+async fn max_keepalive_refuses_longer_or_zero_keepalive() {
+    // Mosquitto 2.0 semantics for MQTT 3.1.1: CONNACK 0x02 and close.
+    let config = broker::Config {
+        max_keepalive: Some(60),
+        ..Default::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    for ka in [61, 0] {
+        let mut connect = connect_packet("k", true);
+        connect.keep_alive = ka;
+        let mut c = Raw::open(b.addr).await;
+        c.send(&Packet::Connect(connect)).await;
+        expect_connack(&mut c, ConnectReturnCode::IdentifierRejected).await;
+        c.expect_closed().await;
+    }
+    let (_c, _) = Raw::connect_with(b.addr, connect_packet("k", true)).await;
+}
