@@ -20,6 +20,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A back-off with no failures yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -57,11 +57,15 @@ pub struct DeviceSummary {
 /// What a run did, summed over the fleet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Publishes handed to the MQTT clients, all devices.
     pub sent: u64,
+    /// Publishes acknowledged (see [`DeviceSummary::acknowledged`]), all devices.
     pub acknowledged: u64,
+    /// Publishes never acknowledged, all devices; each was named on stderr.
     pub failed: u64,
     /// True when the run was stopped by the shutdown token (Ctrl-C) rather than by `--count`.
     pub interrupted: bool,
+    /// Per-device counts, in device order.
     pub devices: Vec<DeviceSummary>,
 }
 
