@@ -195,6 +195,7 @@ async fn serve(
         will: connect.will.take(),
         peer: &peer,
         client_id: &connect.client_id,
+        connection_id,
     };
     let end = conn
         .run(
@@ -242,6 +243,7 @@ struct Connection<'a> {
     will: Option<LastWill>,
     peer: &'a str,
     client_id: &'a ByteStr,
+    connection_id: u64,
 }
 
 impl Connection<'_> {
@@ -270,7 +272,9 @@ impl Connection<'_> {
         let (mut rd, mut wr) = stream.split();
         loop {
             if wbuf.len() < WRITE_HIGH_WATER {
-                self.session.lock().fill(&limits, wbuf, WRITE_HIGH_WATER);
+                self.session
+                    .lock()
+                    .fill(self.connection_id, &limits, wbuf, WRITE_HIGH_WATER);
             }
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);

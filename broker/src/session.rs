@@ -176,9 +176,20 @@ impl Session {
             return false;
         }
         state.dropping = false;
+        let online = state.owner.is_some();
+        let message = if online {
+            message
+        } else {
+            // A message may wait long for an offline client: copy it out of
+            // the publisher's read buffer so that it pins only its own bytes.
+            Message {
+                topic: ByteStr::from(message.topic.as_str()),
+                payload: Bytes::copy_from_slice(&message.payload),
+                ..message
+            }
+        };
         state.queued_bytes += message.size();
         state.queue.push_back(message);
-        let online = state.owner.is_some();
         drop(state);
         if online {
             self.notify.notify_one();
@@ -204,8 +215,19 @@ impl State {
     /// Moves queued messages into `out` as encoded PUBLISH packets while the
     /// inflight window has room and `out` is below `high_water` bytes.
     /// QoS 0 messages wait behind a full window too, so that order is kept
-    /// [MQTT-4.6.0-6]. Returns the number of packets written.
-    pub fn fill(&mut self, limits: &Limits, out: &mut BytesMut, high_water: usize) -> usize {
+    /// [MQTT-4.6.0-6]. Only the attached `connection` may drain the queue.
+    /// Returns the number of packets written.
+    pub fn fill(
+        &mut self,
+        connection: u64,
+        limits: &Limits,
+        out: &mut BytesMut,
+        high_water: usize,
+    ) -> usize {
+        if self.owner != Some(connection) {
+            // Taken over: the new connection sends from now on.
+            return 0;
+        }
         let max_inflight = if limits.max_inflight == 0 {
             usize::from(u16::MAX)
         } else {
@@ -377,12 +399,12 @@ mod tests {
         }
         let mut out = BytesMut::new();
         let mut st = s.lock();
-        assert_eq!(st.fill(&limits, &mut out, 1 << 20), 2);
+        assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 2);
         let ids: Vec<u16> = st.inflight.iter().map(|f| f.pkid).collect();
         assert_eq!(ids, vec![1, 2]);
         assert!(st.puback(1));
         assert!(!st.puback(1), "a second PUBACK matches nothing");
-        assert_eq!(st.fill(&limits, &mut out, 1 << 20), 1);
+        assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 1);
         assert_eq!(st.inflight.back().map(|f| f.pkid), Some(3));
     }
 
@@ -393,7 +415,7 @@ mod tests {
         s.enqueue(msg(QoS::ExactlyOnce, 0));
         let mut out = BytesMut::new();
         let mut st = s.lock();
-        st.fill(&limits, &mut out, 1 << 20);
+        st.fill(1, &limits, &mut out, 1 << 20);
         assert!(!st.pubcomp(1), "PUBCOMP before PUBREC does not complete");
         assert!(!st.puback(1), "PUBACK does not complete QoS 2");
         assert!(st.pubrec(1));
