@@ -18,6 +18,7 @@ pub mod retain;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod topic;
 pub mod trie;
 
