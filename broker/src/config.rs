@@ -89,7 +89,17 @@ pub struct Config {
     pub persistence: bool,
     pub persistence_location: PathBuf,
     pub persistence_file: String,
+    /// `persistence_sync_interval` (milliseconds): 0, the default, means a
+    /// PUBACK/PUBREC for a durable change is sent only after it is fsynced;
+    /// N means acknowledge at once and fsync at least every N ms.
+    pub persistence_sync_interval: Duration,
+    /// `persistence_corrupt_action refuse`: refuse to start on a corrupt
+    /// store instead of moving it aside and starting empty.
+    pub persistence_refuse_corrupt: bool,
     pub pid_file: Option<PathBuf>,
+    /// Warnings found while reading (options not implemented yet), for the
+    /// caller to log once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -111,7 +121,10 @@ impl Default for Config {
             persistence: false,
             persistence_location: PathBuf::new(),
             persistence_file: "mosquitto.db".into(),
+            persistence_sync_interval: Duration::ZERO,
+            persistence_refuse_corrupt: false,
             pid_file: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -359,6 +372,15 @@ impl Config {
                 need(value)?;
                 self.persistence_file = value.to_owned();
             }
+            "persistence_sync_interval" => {
+                need(value)?;
+                self.persistence_sync_interval = Duration::from_millis(parse_num(key, value)?);
+            }
+            "persistence_corrupt_action" => match value {
+                "moveaside" => self.persistence_refuse_corrupt = false,
+                "refuse" => self.persistence_refuse_corrupt = true,
+                _ => return Err(invalid(key, value, "expected moveaside or refuse")),
+            },
             "pid_file" => {
                 need(value)?;
                 self.pid_file = Some(PathBuf::from(value));
@@ -375,7 +397,8 @@ impl Config {
                         _ => return Err(invalid(key, value, "file needs a path")),
                     },
                     "syslog" | "topic" | "dlt" => {
-                        tracing::warn!("log_dest {value} is not supported yet; ignored");
+                        self.warnings
+                            .push(format!("log_dest {value} is not supported yet; ignored"));
                         return Ok(());
                     }
                     _ => {
@@ -401,7 +424,18 @@ impl Config {
                 if !known {
                     return Err(LineError::Unknown(key.to_owned()));
                 }
-                tracing::warn!("configuration option {key} is not implemented yet; ignored");
+                if matches!(key, "password_file" | "acl_file") {
+                    // Running open where the operator asked for access
+                    // control would be worse than not running.
+                    return Err(invalid(
+                        key,
+                        value,
+                        "not supported yet; refusing to start without the access control it asks for",
+                    ));
+                }
+                self.warnings.push(format!(
+                    "configuration option {key} is not implemented yet; ignored"
+                ));
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! loop over the socket, the session's queue, the keepalive deadline and
 //! shutdown; the will and session clean-up happen once, after the loop.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +42,10 @@ enum End {
     /// Socket closed, protocol error, keepalive, takeover: the will is
     /// published [MQTT-3.1.2-8].
     Abnormal(String),
+    /// A protocol violation [MQTT-4.8.0-1]: like `Abnormal`, but what the
+    /// broker already owes the client (CONNACK, SUBACK...) is sent first,
+    /// as Mosquitto does.
+    Violation(String),
     /// Broker shutting down.
     Shutdown,
 }
@@ -196,6 +202,8 @@ async fn serve(
         peer: &peer,
         client_id: &connect.client_id,
         connection_id,
+        deferred: VecDeque::new(),
+        synced: shared.store.as_ref().map(|s| s.synced()),
     };
     let end = conn
         .run(
@@ -209,11 +217,16 @@ async fn serve(
         )
         .await;
 
-    if let End::Disconnect = end {
-        // Acknowledgements (even the CONNACK) may still be buffered when a
-        // client pipelines DISCONNECT behind other packets: send them.
+    if let End::Disconnect | End::Violation(_) = end {
+        // Responses (even the CONNACK) may still be buffered when a client
+        // pipelines DISCONNECT, or a bad packet, behind other packets: send
+        // them. Acknowledgements still waiting for the store are not sent.
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await;
     }
+    let end = match end {
+        End::Violation(reason) => End::Abnormal(reason),
+        end => end,
+    };
     if let End::Abnormal(reason) = &end {
         debug!(client = %connect.client_id, "connection lost: {reason}");
         if let Some(will) = conn.will.take() {
@@ -232,7 +245,7 @@ async fn serve(
                     connect.client_id
                 )
             }
-            End::Shutdown => {}
+            End::Shutdown | End::Violation(_) => {}
         }
     }
 }
@@ -244,6 +257,12 @@ struct Connection<'a> {
     peer: &'a str,
     client_id: &'a ByteStr,
     connection_id: u64,
+    /// PUBACK/PUBREC waiting until the change they acknowledge is on disk,
+    /// with the store ticket each waits for; in order, and every later one
+    /// waits behind them [MQTT-4.6.0-2], [MQTT-4.6.0-3].
+    deferred: VecDeque<(u64, Packet)>,
+    /// The highest durable store ticket, when persistence is on.
+    synced: Option<watch::Receiver<u64>>,
 }
 
 impl Connection<'_> {
@@ -279,6 +298,10 @@ impl Connection<'_> {
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
+            // The store is behind: stop reading until it catches up, so
+            // its buffer stays bounded.
+            let store_full = self.shared.store.as_ref().is_some_and(|s| s.overloaded());
+            let deferred = !self.deferred.is_empty();
             tokio::select! {
                 biased;
                 _ = kick.cancelled() => {
@@ -292,7 +315,7 @@ impl Connection<'_> {
                     Ok(0) | Err(_) => return End::Abnormal("write failed".into()),
                     Ok(n) => wbuf.advance(n),
                 },
-                r = rd.read_buf(rbuf), if wbuf.len() < READ_STOP => match r {
+                r = rd.read_buf(rbuf), if wbuf.len() < READ_STOP && !store_full => match r {
                     Ok(0) => return End::Abnormal("closed by client".into()),
                     Err(e) => return End::Abnormal(format!("read error: {e}")),
                     Ok(_) => {
@@ -303,6 +326,13 @@ impl Connection<'_> {
                     }
                 },
                 _ = self.session.notify.notified() => {}
+                r = changed(&mut self.synced), if deferred => {
+                    if r.is_err() {
+                        return End::Abnormal("store closed".into());
+                    }
+                    self.release(wbuf);
+                }
+                _ = space(&self.shared.store), if store_full => {}
                 _ = &mut keepalive, if keep_alive > 0 => {
                     let due = last_read + grace;
                     if Instant::now() >= due {
@@ -330,7 +360,7 @@ impl Connection<'_> {
                     // [MQTT-4.8.0-1]: close the connection on a protocol
                     // violation; nobody else is affected.
                     debug!(client = %self.client_id, peer = self.peer, "protocol error: {e}");
-                    return Err(End::Abnormal(format!("protocol error: {e}")));
+                    return Err(End::Violation(format!("protocol error: {e}")));
                 }
             }
         }
@@ -350,7 +380,7 @@ impl Connection<'_> {
                 push(wbuf, &Packet::PubRel(pkid));
             }
             Packet::PubRel(pkid) => {
-                self.session.lock().inbound_qos2.remove(&pkid);
+                self.session.lock().inbound_remove(pkid);
                 // [MQTT-4.3.3-2]: PUBCOMP answers PUBREL, known id or not.
                 push(wbuf, &Packet::PubComp(pkid));
             }
@@ -385,13 +415,16 @@ impl Connection<'_> {
             }
             Packet::Connect(_) => {
                 // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
-                return Err(End::Abnormal("second CONNECT".into()));
+                return Err(End::Violation("protocol error: second CONNECT".into()));
             }
             p @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp) => {
-                return Err(End::Abnormal(format!("{} from a client", p.name())));
+                return Err(End::Violation(format!(
+                    "protocol error: {} from a client",
+                    p.name()
+                )));
             }
         }
         Ok(())
@@ -399,46 +432,76 @@ impl Connection<'_> {
 
     fn publish(&mut self, p: Publish, wbuf: &mut BytesMut) -> Result<(), End> {
         if let Err(e) = topic::validate_name(&p.topic) {
-            return Err(End::Abnormal(format!("topic refused: {e}")));
+            return Err(End::Violation(format!("topic refused: {e}")));
         }
         let limit = self.shared.config.message_size_limit;
         // Clients may not publish to `$` topics; oversized messages are
         // dropped as Mosquitto does. Either way the QoS handshake completes.
         let accept = !p.topic.starts_with('$') && (limit == 0 || p.payload.len() <= limit);
         let retain = p.retain && self.shared.config.retain_available;
+        let route = |this: &Self| -> u64 {
+            if accept {
+                this.shared
+                    .router()
+                    .publish(&p.topic, &p.payload, p.qos, retain)
+            } else {
+                0
+            }
+        };
         match p.qos {
             QoS::AtMostOnce => {
-                if accept {
-                    self.shared
-                        .router()
-                        .publish(&p.topic, &p.payload, p.qos, retain);
-                }
+                route(self);
             }
             QoS::AtLeastOnce => {
-                if accept {
-                    self.shared
-                        .router()
-                        .publish(&p.topic, &p.payload, p.qos, retain);
-                }
-                push(wbuf, &Packet::PubAck(p.pkid));
+                let ticket = route(self);
+                self.ack(ticket, Packet::PubAck(p.pkid), wbuf);
             }
             QoS::ExactlyOnce => {
                 // Delivered on the first receipt; a re-sent PUBLISH with an
                 // id still awaiting PUBREL is not delivered again
                 // [MQTT-4.3.3-2].
-                let first = self.session.lock().inbound_qos2.insert(p.pkid);
-                if first && accept {
-                    self.shared
-                        .router()
-                        .publish(&p.topic, &p.payload, p.qos, retain);
-                }
-                push(wbuf, &Packet::PubRec(p.pkid));
+                let (first, stored) = self.session.lock().inbound_insert(p.pkid);
+                let ticket = if first { route(self).max(stored) } else { 0 };
+                self.ack(ticket, Packet::PubRec(p.pkid), wbuf);
             }
         }
         if !accept {
             debug!(client = %self.client_id, topic = %p.topic, "publish dropped");
         }
         Ok(())
+    }
+
+    /// Sends a PUBACK/PUBREC now, or once the store has made `ticket`
+    /// durable; order is kept either way.
+    fn ack(&mut self, ticket: u64, packet: Packet, wbuf: &mut BytesMut) {
+        let wait = match (&self.shared.store, &self.synced) {
+            (Some(store), Some(synced)) => {
+                let t = store.ack_ticket(ticket);
+                t > *synced.borrow()
+            }
+            _ => false,
+        };
+        if wait || !self.deferred.is_empty() {
+            self.deferred.push_back((ticket, packet));
+        } else {
+            push(wbuf, &packet);
+        }
+    }
+
+    /// Moves deferred acknowledgements whose changes are durable to `wbuf`.
+    fn release(&mut self, wbuf: &mut BytesMut) {
+        let Some(synced) = &self.synced else {
+            return;
+        };
+        let durable = *synced.borrow();
+        while let Some((ticket, _)) = self.deferred.front() {
+            if *ticket > durable {
+                break;
+            }
+            if let Some((_, packet)) = self.deferred.pop_front() {
+                push(wbuf, &packet);
+            }
+        }
     }
 
     fn publish_will(&self, will: LastWill) {
@@ -449,6 +512,22 @@ impl Connection<'_> {
         self.shared
             .router()
             .publish(&will.topic, &will.payload, will.qos, retain);
+    }
+}
+
+/// Waits for the next durable-ticket change (pending forever without a
+/// store).
+async fn changed(synced: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match synced {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn space(store: &Option<Arc<crate::store::Store>>) {
+    match store {
+        Some(store) => store.space().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -130,8 +130,8 @@ fn run(args: Args) -> anyhow::Result<()> {
              (for example `listener 1883`) to listen on all interfaces."
         );
     }
-    if config.persistence {
-        warn!("persistence is not implemented yet; messages are kept in memory only");
+    for w in &config.warnings {
+        warn!("{w}");
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -188,9 +188,22 @@ async fn signals(shutdown: CancellationToken) {
         ) else {
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let mut usr1 = signal(SignalKind::user_defined1()).ok();
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                Some(_) = async {
+                    match usr1.as_mut() {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Mosquitto's "save now": our store is written
+                    // continuously, so there is nothing to do.
+                    info!("SIGUSR1: the store is always up to date; nothing to save");
+                }
+            }
         }
     }
     #[cfg(not(unix))]

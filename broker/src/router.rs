@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{ByteStr, QoS, SubackCode};
 use crate::retain::RetainTree;
 use crate::session::{Limits, Message, Session};
+use crate::store::{Op, Recovered, Store};
 use crate::trie::SubscriptionTrie;
 
 /// A subscription as stored in the trie.
@@ -66,11 +67,79 @@ pub struct Router {
     /// session (no allocation per publish once warmed up).
     scratch: Vec<(u64, QoS, Arc<Session>)>,
     pub stats: Stats,
+    /// The store, when persistence is on.
+    store: Option<Arc<Store>>,
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 impl Router {
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// A router whose retained messages and persistent sessions are kept
+    /// in `store`, starting from what was recovered from it.
+    pub fn with_store(store: Arc<Store>, recovered: Recovered, limits: Limits) -> Router {
+        let mut router = Router {
+            store: Some(store.clone()),
+            ..Router::default()
+        };
+        for (topic, qos, payload) in recovered.retained {
+            let message = Message {
+                topic: topic.clone(),
+                payload,
+                qos,
+                retain: true,
+            };
+            router.retained.insert(&topic, message);
+        }
+        for s in recovered.sessions {
+            router.next_session_id += 1;
+            let client: Arc<str> = s.client.as_str().into();
+            let session = Arc::new(Session::new(
+                client.clone(),
+                router.next_session_id,
+                limits,
+                Some(store.clone()),
+            ));
+            session.restore(s.messages, s.inbound_qos2);
+            let mut filters = HashMap::new();
+            for (filter, qos) in s.subscriptions {
+                router.subscriptions.insert(
+                    &filter,
+                    session.id,
+                    Subscriber {
+                        qos,
+                        session: session.clone(),
+                    },
+                );
+                filters.insert(filter, qos);
+            }
+            router.sessions.insert(
+                client,
+                Entry {
+                    session,
+                    filters,
+                    clean: false,
+                    connection: None,
+                },
+            );
+        }
+        router
+    }
+
+    fn record(&self, op: Op) -> u64 {
+        match &self.store {
+            Some(store) => store.append(op),
+            None => 0,
+        }
     }
 
     /// Attaches connection `connection` to `client_id`'s session, creating
@@ -99,8 +168,15 @@ impl Router {
             None => {
                 self.next_session_id += 1;
                 let client_id: Arc<str> = client_id.into();
+                let store = if clean { None } else { self.store.clone() };
+                if !clean {
+                    self.record(Op::PutSession {
+                        client: client_id.clone(),
+                        last_seen: now(),
+                    });
+                }
                 Entry {
-                    session: Arc::new(Session::new(client_id, self.next_session_id, limits)),
+                    session: Arc::new(Session::new(client_id, self.next_session_id, limits, store)),
                     filters: HashMap::new(),
                     clean,
                     connection: None,
@@ -134,7 +210,15 @@ impl Router {
             state.owner = None;
             // Unsent QoS 0 messages are not kept for an offline session.
             if !entry.session.limits.queue_qos0 {
-                state.queue.retain(|m| m.qos != QoS::AtMostOnce);
+                state.queue.retain(|m| m.message.qos != QoS::AtMostOnce);
+            }
+        }
+        if !entry.clean {
+            if let Some(store) = &self.store {
+                store.append(Op::PutSession {
+                    client: entry.session.client_id.clone(),
+                    last_seen: now(),
+                });
             }
         }
         if entry.clean {
@@ -149,6 +233,11 @@ impl Router {
             self.subscriptions.remove(filter, &entry.session.id);
         }
         entry.session.lock().owner = None;
+        if !entry.clean {
+            self.record(Op::DelSession {
+                client: entry.session.client_id.clone(),
+            });
+        }
     }
 
     /// Number of sessions (connected or persistent).
@@ -186,6 +275,15 @@ impl Router {
                 continue;
             }
             entry.filters.insert(filter.clone(), *qos);
+            if !entry.clean {
+                if let Some(store) = &self.store {
+                    store.append(Op::PutSub {
+                        client: session.client_id.clone(),
+                        filter: filter.clone(),
+                        qos: *qos,
+                    });
+                }
+            }
             self.subscriptions.insert(
                 filter,
                 session.id,
@@ -219,6 +317,14 @@ impl Router {
         for filter in filters {
             if entry.filters.remove(filter).is_some() {
                 self.subscriptions.remove(filter, &session.id);
+                if !entry.clean {
+                    if let Some(store) = &self.store {
+                        store.append(Op::DelSub {
+                            client: session.client_id.clone(),
+                            filter: filter.clone(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -227,14 +333,23 @@ impl Router {
     /// one copy for every session with a matching subscription, at the
     /// highest QoS granted among its matching filters [MQTT-3.3.5-1],
     /// capped by the message's QoS; the retain flag is cleared on
-    /// forwarded copies [MQTT-3.3.1-9]. Returns the number of copies queued.
-    pub fn publish(&mut self, topic: &ByteStr, payload: &Bytes, qos: QoS, retain: bool) -> usize {
+    /// forwarded copies [MQTT-3.3.1-9]. Returns the store ticket the
+    /// publisher's acknowledgement must wait for (0: nothing durable
+    /// changed).
+    pub fn publish(&mut self, topic: &ByteStr, payload: &Bytes, qos: QoS, retain: bool) -> u64 {
         self.stats.published += 1;
+        let mut ticket = 0;
+        // `$` topics (the broker's own) are never stored.
+        let durable = !topic.starts_with('$');
         if retain {
             if payload.is_empty() {
                 // An empty retained payload clears the topic and is not
                 // stored [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-                self.retained.remove(topic);
+                if self.retained.remove(topic).is_some() && durable {
+                    ticket = self.record(Op::DelRetained {
+                        topic: topic.clone(),
+                    });
+                }
             } else {
                 // Copied so the retained message does not pin the read
                 // buffer it arrived in.
@@ -244,6 +359,13 @@ impl Router {
                     qos,
                     retain: true,
                 };
+                if durable {
+                    ticket = self.record(Op::PutRetained {
+                        topic: message.topic.clone(),
+                        qos,
+                        payload: message.payload.clone(),
+                    });
+                }
                 self.retained.insert(topic, message);
             }
         }
@@ -267,14 +389,16 @@ impl Router {
                 qos: qos.min(granted),
                 retain: false,
             };
-            if session.enqueue(message) {
-                delivered += 1;
-            } else {
-                self.stats.dropped += 1;
+            match session.enqueue(message) {
+                Some(t) => {
+                    delivered += 1;
+                    ticket = ticket.max(t);
+                }
+                None => self.stats.dropped += 1,
             }
         }
         self.scratch = scratch;
-        self.stats.delivered += delivered as u64;
-        delivered
+        self.stats.delivered += delivered;
+        ticket
     }
 }

@@ -18,6 +18,7 @@ use tracing::{debug, error, info};
 use crate::config::Config;
 use crate::connection;
 use crate::router::Router;
+use crate::store::{self, Durability, Store};
 
 /// State shared by every connection task.
 pub struct Shared {
@@ -28,10 +29,16 @@ pub struct Shared {
     pub next_connection: AtomicU64,
     /// Mixed into assigned client ids so that they differ between runs.
     pub id_salt: u64,
+    /// The store, when persistence is on.
+    pub store: Option<Arc<Store>>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Shared {
+        Shared::with_router(config, Router::new(), None)
+    }
+
+    fn with_router(config: Config, router: Router, store: Option<Arc<Store>>) -> Shared {
         let id_salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -39,9 +46,10 @@ impl Shared {
             .rotate_left(32);
         Shared {
             config,
-            router: Mutex::new(Router::new()),
+            router: Mutex::new(router),
             next_connection: AtomicU64::new(1),
             id_salt,
+            store,
         }
     }
 
@@ -83,7 +91,7 @@ pub async fn run_listeners(
 ) -> io::Result<()> {
     let limit = config.max_connections.unwrap_or(Semaphore::MAX_PERMITS);
     let limit = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
-    let shared = Arc::new(Shared::new(config));
+    let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -100,7 +108,30 @@ pub async fn run_listeners(
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;
+    if let Some(store) = shared.store.clone() {
+        // Every connection has ended: write what is left, fsync, close.
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(io::Error::other)?;
+    }
     Ok(())
+}
+
+/// The shared state, loaded from the store when persistence is on.
+fn open_state(config: Config) -> io::Result<Shared> {
+    if !config.persistence {
+        return Ok(Shared::new(config));
+    }
+    let path = store::store_path(&config.persistence_location, &config.persistence_file);
+    let durability = if config.persistence_sync_interval.is_zero() {
+        Durability::Sync
+    } else {
+        Durability::Every(config.persistence_sync_interval)
+    };
+    let (store, recovered) = Store::open(&path, durability, config.persistence_refuse_corrupt)
+        .map_err(io::Error::other)?;
+    let router = Router::with_store(store.clone(), recovered, config.limits);
+    Ok(Shared::with_router(config, router, Some(store)))
 }
 
 async fn accept_loop(

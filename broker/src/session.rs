@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::codec::{self, ByteStr, QoS};
+use crate::store::{Delivery, Op, Store};
 
 /// An application message on its way to one subscriber. Cloning it is two
 /// reference-count increments: topic and payload are shared `Bytes`.
@@ -71,8 +72,18 @@ pub enum Stage {
 #[derive(Debug, Clone)]
 pub struct Inflight {
     pub pkid: u16,
+    /// The message's key in the store.
+    pub seq: u64,
     pub message: Message,
     pub stage: Stage,
+}
+
+/// A message waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The message's key in the store (unique per session, increasing).
+    pub seq: u64,
+    pub message: Message,
 }
 
 /// Counters for messages the session had to drop.
@@ -86,7 +97,7 @@ pub struct Dropped {
 #[derive(Debug)]
 pub struct State {
     /// Messages not yet sent, in order [MQTT-4.6.0-6].
-    pub queue: VecDeque<Message>,
+    pub queue: VecDeque<Queued>,
     queued_bytes: usize,
     /// Outbound QoS 1/2 messages sent and not yet completed, in send order.
     /// Small (bounded by `max_inflight`), so a linear scan is the fastest
@@ -105,6 +116,14 @@ pub struct State {
     /// Set while messages are being dropped for a full queue, so that the
     /// warning is logged once per episode.
     dropping: bool,
+    /// Next store key for a queued message.
+    next_seq: u64,
+    /// The store and this session's client id, for a persistent session
+    /// when persistence is on: every change is appended under this lock,
+    /// so the store sees changes in the order they happened.
+    journal: Option<(Arc<Store>, Arc<str>)>,
+    /// `Limits::queue_qos0`, here for [`State::stored`].
+    queue_qos0: bool,
 }
 
 /// A client's session, shared between the router and the connection task.
@@ -120,7 +139,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, id: u64, limits: Limits) -> Session {
+    /// A session; `store` is given for persistent sessions when
+    /// persistence is on.
+    pub fn new(client_id: Arc<str>, id: u64, limits: Limits, store: Option<Arc<Store>>) -> Session {
+        let journal = store.map(|s| (s, client_id.clone()));
         Session {
             client_id,
             id,
@@ -134,6 +156,9 @@ impl Session {
                 owner: None,
                 dropped: Dropped::default(),
                 dropping: false,
+                next_seq: 1,
+                journal,
+                queue_qos0: limits.queue_qos0,
             }),
             notify: Notify::new(),
         }
@@ -146,11 +171,12 @@ impl Session {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `message` for delivery. Returns false when it was dropped: a
+    /// Queues `message` for delivery. Returns `None` when it was dropped: a
     /// QoS 0 message for an offline session (unless `queue_qos0`), or any
-    /// message beyond the queue limits (as Mosquitto does). Never blocks the
-    /// publisher.
-    pub fn enqueue(&self, message: Message) -> bool {
+    /// message beyond the queue limits (as Mosquitto does). Otherwise the
+    /// store ticket an acknowledgement must wait for (0: nothing stored).
+    /// Never blocks the publisher.
+    pub fn enqueue(&self, message: Message) -> Option<u64> {
         let mut state = self.lock();
         let limits = &self.limits;
         let qos0 = message.qos == QoS::AtMostOnce;
@@ -173,11 +199,11 @@ impl Session {
                     state.queue.len()
                 );
             }
-            return false;
+            return None;
         }
         state.dropping = false;
         let online = state.owner.is_some();
-        let message = if online {
+        let message = if online && state.journal.is_none() {
             message
         } else {
             // A message may wait long for an offline client: copy it out of
@@ -188,17 +214,83 @@ impl Session {
                 ..message
             }
         };
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let mut ticket = 0;
+        if state.stored(&message) {
+            if let Some((store, client)) = &state.journal {
+                ticket = store.append(Op::PutMsg {
+                    client: client.clone(),
+                    seq,
+                    message: message.clone(),
+                    delivery: Delivery::Queued,
+                });
+            }
+        }
         state.queued_bytes += message.size();
-        state.queue.push_back(message);
+        state.queue.push_back(Queued { seq, message });
         drop(state);
         if online {
             self.notify.notify_one();
         }
-        true
+        Some(ticket)
+    }
+
+    /// Rebuilds state loaded from the store (startup).
+    pub fn restore(&self, messages: Vec<(u64, Message, Delivery)>, inbound: Vec<u16>) {
+        let mut state = self.lock();
+        for (seq, message, delivery) in messages {
+            state.next_seq = state.next_seq.max(seq + 1);
+            match delivery {
+                Delivery::Queued => {
+                    state.queued_bytes += message.size();
+                    state.queue.push_back(Queued { seq, message });
+                }
+                Delivery::Inflight { pkid, stage } => {
+                    state.last_pkid = state.last_pkid.max(pkid);
+                    state.inflight.push_back(Inflight {
+                        pkid,
+                        seq,
+                        message,
+                        stage,
+                    });
+                }
+            }
+        }
+        state.inbound_qos2.extend(inbound);
     }
 }
 
 impl State {
+    /// Whether `message`, queued in this session, is kept in the store.
+    fn stored(&self, message: &Message) -> bool {
+        // QoS 0 messages are stored only where they are queued offline too.
+        self.journal.is_some() && (message.qos != QoS::AtMostOnce || self.queue_qos0)
+    }
+
+    fn record(&self, op: impl FnOnce(Arc<str>) -> Op) -> u64 {
+        match &self.journal {
+            Some((store, client)) => store.append(op(client.clone())),
+            None => 0,
+        }
+    }
+
+    /// Records a new inbound QoS 2 packet id; returns whether it is new
+    /// (to be delivered) and the store ticket its PUBREC waits for.
+    pub fn inbound_insert(&mut self, pkid: u16) -> (bool, u64) {
+        if !self.inbound_qos2.insert(pkid) {
+            return (false, 0);
+        }
+        (true, self.record(|client| Op::PutInbound { client, pkid }))
+    }
+
+    /// PUBREL: the inbound QoS 2 id is released.
+    pub fn inbound_remove(&mut self, pkid: u16) {
+        if self.inbound_qos2.remove(&pkid) {
+            self.record(|client| Op::DelInbound { client, pkid });
+        }
+    }
+
     fn next_pkid(&mut self) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.wrapping_add(1);
@@ -238,21 +330,22 @@ impl State {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            let pkid = if front.qos == QoS::AtMostOnce {
+            let pkid = if front.message.qos == QoS::AtMostOnce {
                 0
             } else if self.inflight.len() >= max_inflight {
                 break;
             } else {
                 self.next_pkid()
             };
-            let Some(message) = self.queue.pop_front() else {
+            let Some(Queued { seq, message }) = self.queue.pop_front() else {
                 break;
             };
             self.queued_bytes -= message.size();
+            let stored = self.stored(&message);
             // A topic is at most 65535 bytes (it was decoded or validated),
             // so encoding cannot fail; a message that somehow cannot be
             // encoded is dropped rather than wedging the queue.
-            if codec::encode_publish(
+            let encoded = codec::encode_publish(
                 false,
                 message.qos,
                 message.retain,
@@ -261,16 +354,30 @@ impl State {
                 &message.payload,
                 out,
             )
-            .is_ok()
-            {
+            .is_ok();
+            if encoded {
                 written += 1;
-                if pkid != 0 {
-                    self.inflight.push_back(Inflight {
-                        pkid,
-                        message,
-                        stage: Stage::Published,
+            }
+            if pkid != 0 && encoded {
+                if stored {
+                    self.record(|client| Op::PutMsg {
+                        client,
+                        seq,
+                        message: message.clone(),
+                        delivery: Delivery::Inflight {
+                            pkid,
+                            stage: Stage::Published,
+                        },
                     });
                 }
+                self.inflight.push_back(Inflight {
+                    pkid,
+                    seq,
+                    message,
+                    stage: Stage::Published,
+                });
+            } else if stored {
+                self.record(|client| Op::DelMsg { client, seq });
             }
         }
         written
@@ -304,17 +411,28 @@ impl State {
     /// PUBCOMP. Returns whether it matched. The caller answers PUBREL
     /// either way [MQTT-4.3.3-1].
     pub fn pubrec(&mut self, pkid: u16) -> bool {
-        match self
+        let Some(f) = self
             .inflight
             .iter_mut()
             .find(|f| f.pkid == pkid && f.message.qos == QoS::ExactlyOnce)
-        {
-            Some(f) => {
-                f.stage = Stage::Released;
-                true
-            }
-            None => false,
+        else {
+            return false;
+        };
+        if f.stage == Stage::Released {
+            return true;
         }
+        f.stage = Stage::Released;
+        let (seq, message) = (f.seq, f.message.clone());
+        self.record(|client| Op::PutMsg {
+            client,
+            seq,
+            message,
+            delivery: Delivery::Inflight {
+                pkid,
+                stage: Stage::Released,
+            },
+        });
+        true
     }
 
     /// PUBCOMP: completes a QoS 2 delivery.
@@ -329,7 +447,10 @@ impl State {
             .position(|f| f.pkid == pkid && f.message.qos == qos && f.stage == stage)
         {
             Some(i) => {
-                self.inflight.remove(i);
+                if let Some(f) = self.inflight.remove(i) {
+                    let seq = f.seq;
+                    self.record(|client| Op::DelMsg { client, seq });
+                }
                 true
             }
             None => false,
@@ -351,16 +472,16 @@ mod tests {
     }
 
     fn online(limits: Limits) -> Session {
-        let s = Session::new("c".into(), 1, limits);
+        let s = Session::new("c".into(), 1, limits, None);
         s.lock().owner = Some(1);
         s
     }
 
     #[test]
     fn offline_session_drops_qos0_unless_configured() {
-        let s = Session::new("c".into(), 1, Limits::default());
-        assert!(!s.enqueue(msg(QoS::AtMostOnce, 0)));
-        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)));
+        let s = Session::new("c".into(), 1, Limits::default(), None);
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 0)).is_none());
+        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)).is_some());
         assert_eq!(s.lock().dropped.qos0, 1);
         let s = Session::new(
             "c".into(),
@@ -369,8 +490,9 @@ mod tests {
                 queue_qos0: true,
                 ..Limits::default()
             },
+            None,
         );
-        assert!(s.enqueue(msg(QoS::AtMostOnce, 0)));
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 0)).is_some());
     }
 
     #[test]
@@ -379,10 +501,10 @@ mod tests {
             max_queued: 2,
             ..Limits::default()
         });
-        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)));
-        assert!(s.enqueue(msg(QoS::AtMostOnce, 1)));
-        assert!(!s.enqueue(msg(QoS::AtLeastOnce, 2)));
-        assert!(!s.enqueue(msg(QoS::AtMostOnce, 3)));
+        assert!(s.enqueue(msg(QoS::AtLeastOnce, 0)).is_some());
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 1)).is_some());
+        assert!(s.enqueue(msg(QoS::AtLeastOnce, 2)).is_none());
+        assert!(s.enqueue(msg(QoS::AtMostOnce, 3)).is_none());
         let st = s.lock();
         assert_eq!(st.dropped, Dropped { qos0: 1, qos12: 1 });
     }

@@ -147,6 +147,7 @@ pub enum Durability {
     Every(Duration),
 }
 
+#[derive(Debug)]
 struct Pending {
     ops: Vec<Op>,
     /// Ticket of the last op appended.
@@ -155,6 +156,7 @@ struct Pending {
 }
 
 /// The store handle: cheap to share, appends never block.
+#[derive(Debug)]
 pub struct Store {
     pending: Mutex<Pending>,
     wake: Condvar,
@@ -388,7 +390,9 @@ impl Store {
                         }
                         Err(e) => {
                             self.write_errors.fetch_add(1, Ordering::Relaxed);
-                            error!("store fsync failed ({e}); acknowledgements held back, retrying");
+                            error!(
+                                "store fsync failed ({e}); acknowledgements held back, retrying"
+                            );
                             std::thread::sleep(Duration::from_millis(500));
                         }
                     }
@@ -620,7 +624,9 @@ fn load(ks: &fjall::Keyspace) -> Result<Recovered, String> {
                         let (m, d) = decode_message(&v)?;
                         s.messages.push((seq, m, d));
                     }
-                    _ => s.inbound_qos2.push(u16::from_be_bytes(rest.try_into().ok()?)),
+                    _ => s
+                        .inbound_qos2
+                        .push(u16::from_be_bytes(rest.try_into().ok()?)),
                 }
                 Some(())
             })(),

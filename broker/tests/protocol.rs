@@ -391,3 +391,18 @@ async fn max_keepalive_refuses_longer_or_zero_keepalive() {
     }
     let (_c, _) = Raw::connect_with(b.addr, connect_packet("k", true)).await;
 }
+
+#[tokio::test]
+async fn responses_owed_before_a_violation_are_sent() {
+    // [MQTT-4.8.0-1] closes the connection, but the CONNACK and SUBACK for
+    // what was accepted before the bad packet still go out (as Mosquitto).
+    let b = TestBroker::start().await;
+    let mut c = Raw::open(b.addr).await;
+    let mut bytes = CONNECT_C.to_vec();
+    bytes.extend_from_slice(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'm', 0x00]); // SUBSCRIBE m
+    bytes.extend_from_slice(&[0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#']); // PUBLISH a/#
+    c.send_bytes(&bytes).await;
+    expect_connack(&mut c, ConnectReturnCode::Accepted).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.expect_closed().await;
+}
