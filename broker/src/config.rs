@@ -97,6 +97,9 @@ pub struct Config {
     /// store instead of moving it aside and starting empty.
     pub persistence_refuse_corrupt: bool,
     pub pid_file: Option<PathBuf>,
+    /// `persistent_client_expiration`: persistent sessions of clients away
+    /// longer than this are removed. `None`: never (Mosquitto's default).
+    pub persistent_client_expiration: Option<Duration>,
     /// Warnings found while reading (options not implemented yet), for the
     /// caller to log once logging is set up.
     pub warnings: Vec<String>,
@@ -124,6 +127,7 @@ impl Default for Config {
             persistence_sync_interval: Duration::ZERO,
             persistence_refuse_corrupt: false,
             pid_file: None,
+            persistent_client_expiration: None,
             warnings: Vec::new(),
         }
     }
@@ -190,7 +194,6 @@ const NOT_YET: &[&str] = &[
     "notifications_local_only",
     "password_file",
     "per_listener_settings",
-    "persistent_client_expiration",
     "plugin",
     "plugin_opt_",
     "protocol",
@@ -241,6 +244,32 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, LineErro
     value
         .parse()
         .map_err(|_| invalid(key, value, "expected a number in range"))
+}
+
+/// Mosquitto's duration syntax: a number and a unit `s` (seconds, ours),
+/// `h`, `d`, `w`, `m` (months of 30 days) or `y` (years of 365 days).
+fn parse_duration(key: &str, value: &str) -> Result<Duration, LineError> {
+    let bad = || {
+        invalid(
+            key,
+            value,
+            "expected a number with a unit s, h, d, w, m or y",
+        )
+    };
+    let unit = value.chars().last().ok_or_else(bad)?;
+    let n: u64 = value[..value.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
+    let secs = match unit {
+        's' => 1,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        'm' => 30 * 86_400,
+        'y' => 365 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 fn parse_port(key: &str, value: &str) -> Result<u16, LineError> {
@@ -381,6 +410,10 @@ impl Config {
                 "refuse" => self.persistence_refuse_corrupt = true,
                 _ => return Err(invalid(key, value, "expected moveaside or refuse")),
             },
+            "persistent_client_expiration" => {
+                need(value)?;
+                self.persistent_client_expiration = Some(parse_duration(key, value)?);
+            }
             "pid_file" => {
                 need(value)?;
                 self.pid_file = Some(PathBuf::from(value));

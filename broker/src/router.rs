@@ -36,6 +36,9 @@ struct Entry {
     clean: bool,
     /// The attached connection's id and the token that closes it.
     connection: Option<(u64, CancellationToken)>,
+    /// When the client was last connected (seconds since the epoch), for
+    /// `persistent_client_expiration`.
+    last_seen: u64,
 }
 
 /// What [`Router::connect`] decided.
@@ -129,6 +132,7 @@ impl Router {
                     filters,
                     clean: false,
                     connection: None,
+                    last_seen: s.last_seen,
                 },
             );
         }
@@ -180,6 +184,7 @@ impl Router {
                     filters: HashMap::new(),
                     clean,
                     connection: None,
+                    last_seen: now(),
                 }
             }
         };
@@ -205,6 +210,7 @@ impl Router {
             return;
         }
         entry.connection = None;
+        entry.last_seen = now();
         {
             let mut state = entry.session.lock();
             state.owner = None;
@@ -217,7 +223,7 @@ impl Router {
             if let Some(store) = &self.store {
                 store.append(Op::PutSession {
                     client: entry.session.client_id.clone(),
-                    last_seen: now(),
+                    last_seen: entry.last_seen,
                 });
             }
         }
@@ -238,6 +244,26 @@ impl Router {
                 client: entry.session.client_id.clone(),
             });
         }
+    }
+
+    /// Removes persistent sessions whose client has been away longer than
+    /// `max_age` (`persistent_client_expiration`), from memory and from the
+    /// store. Returns how many expired.
+    pub fn expire(&mut self, max_age: std::time::Duration) -> usize {
+        let cutoff = now().saturating_sub(max_age.as_secs());
+        let expired: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.connection.is_none() && e.last_seen < cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for client in &expired {
+            if let Some(entry) = self.sessions.remove(client) {
+                tracing::info!("Expiring client {client} due to timeout.");
+                self.drop_entry(entry);
+            }
+        }
+        expired.len()
     }
 
     /// Number of sessions (connected or persistent).

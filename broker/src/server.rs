@@ -105,6 +105,9 @@ pub async fn run_listeners(
             shutdown.clone(),
         ));
     }
+    if let Some(max_age) = shared.config.persistent_client_expiration {
+        tracker.spawn(expire_sessions(shared.clone(), max_age, shutdown.clone()));
+    }
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;
@@ -115,6 +118,19 @@ pub async fn run_listeners(
             .map_err(io::Error::other)?;
     }
     Ok(())
+}
+
+/// Removes expired persistent sessions now and then.
+async fn expire_sessions(shared: Arc<Shared>, max_age: Duration, shutdown: CancellationToken) {
+    // Often enough that a session outlives its expiry by at most a tenth.
+    let period = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        shared.router().expire(max_age);
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// The shared state, loaded from the store when persistence is on.

@@ -411,3 +411,24 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn persistent_sessions_expire_from_memory_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiring = Config {
+        persistent_client_expiration: Some(Duration::from_secs(1)),
+        ..config(dir.path())
+    };
+    let b = TestBroker::with_config(expiring).await;
+    let mut c = Raw::connect(b.addr, "old", false).await;
+    c.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    c.send(&Packet::Disconnect).await;
+    c.expect_closed().await;
+    // Away for longer than the expiration (whole seconds) plus one check
+    // period (1 s).
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    b.stop().await;
+    let b = TestBroker::with_config(config(dir.path())).await;
+    let (_c, present) = Raw::connect_with(b.addr, connect_packet("old", false)).await;
+    assert!(!present, "the expired session is gone from the store");
+}
