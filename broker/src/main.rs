@@ -1,7 +1,7 @@
 //! The `broker` binary: a mosquitto-style command line over the library.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -100,7 +100,14 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
+        Some(path) => Config::from_file(path).map_err(|e| match mount_mixup(path) {
+            Some(other) => anyhow::anyhow!(
+                "{e}; {} exists: the Mosquitto image mounts \"config\", this stack mounts \"conf\" \
+                 (see README)",
+                other.display()
+            ),
+            None => e.into(),
+        })?,
         None => Config::default(),
     };
     config.verbose |= args.verbose;
@@ -157,6 +164,35 @@ fn run(args: Args) -> anyhow::Result<()> {
         broker::server::run_listeners(listeners, config, shutdown).await?;
         info!("broker version {} terminating", env!("CARGO_PKG_VERSION"));
         anyhow::Ok(())
+    })
+}
+
+/// For a config file that does not exist: the same path with a `conf` directory swapped for
+/// `config` (or back), if that file exists. The official Mosquitto image keeps its configuration
+/// in `/mosquitto/config`, this stack in `/mosquitto/conf`; a volume mounted at the other one is
+/// the likely mistake.
+fn mount_mixup(path: &Path) -> Option<PathBuf> {
+    if path.exists() {
+        return None;
+    }
+    let parts: Vec<Component> = path.components().collect();
+    // Directories only: the file name itself is never swapped.
+    let dirs = parts.len().saturating_sub(1);
+    (0..dirs).find_map(|i| {
+        let swapped = match parts[i].as_os_str().to_str() {
+            Some("conf") => "config",
+            Some("config") => "conf",
+            _ => return None,
+        };
+        let mut other = PathBuf::new();
+        for (j, part) in parts.iter().enumerate() {
+            if i == j {
+                other.push(swapped);
+            } else {
+                other.push(part);
+            }
+        }
+        other.is_file().then_some(other)
     })
 }
 

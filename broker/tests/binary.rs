@@ -110,6 +110,40 @@ fn bad_config_line_names_file_and_line_and_exits_nonzero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.conf"));
 }
 
+#[test]
+fn a_config_under_config_instead_of_conf_is_named() {
+    // The Mosquitto image's `config` mounted where this stack reads `conf`, and the other way.
+    for (wanted, present) in [("conf", "config"), ("config", "conf")] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(present)).unwrap();
+        let existing = dir.path().join(present).join("mosquitto.conf");
+        std::fs::write(&existing, "listener 1883\n").unwrap();
+        let missing = dir.path().join(wanted).join("mosquitto.conf");
+        let out = Command::new(BIN).arg("-c").arg(&missing).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("cannot read {}: ", missing.display())),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "; {} exists: the Mosquitto image mounts \"config\", this stack mounts \"conf\" \
+                 (see README)",
+                existing.display()
+            )),
+            "{stderr}"
+        );
+    }
+    // Neither exists: the plain error, no hint.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("conf").join("mosquitto.conf");
+    let out = Command::new(BIN).arg("-c").arg(&missing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    assert!(!stderr.contains("exists"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sigterm_and_sigint_stop_the_broker_promptly() {
     for sig in ["-TERM", "-INT"] {

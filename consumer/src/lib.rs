@@ -8,7 +8,6 @@
 //! Every line is flushed as it is written: stdout is block-buffered when it is not a terminal, and
 //! `docker compose logs -f` or `tail -f` should show a message the moment it arrives.
 
-mod backoff;
 mod options;
 
 pub use options::{Format, Options};
@@ -27,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use backoff::Backoff;
+use stack_common::Backoff;
 
 /// Exit status when `-W` ran out, the same as mosquitto_sub's.
 pub const EXIT_TIMEOUT: u8 = 27;

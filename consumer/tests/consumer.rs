@@ -1,13 +1,12 @@
-//! The consumer against a real broker on a loopback port, fed by a plain rumqttc publisher.
-
-mod common;
+//! The consumer against the project's broker (in process) on a loopback port, fed by a plain
+//! rumqttc publisher.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{start_broker, start_broker_on, within, SharedBuf};
 use consumer::{Control, End, Options, Report};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+use stack_tests::{start_broker, start_broker_on, within, SharedBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -10,7 +10,6 @@
 //! acknowledged so that nothing is lost silently: at exit every unacknowledged publish is reported
 //! on stderr and counted as failed.
 
-mod backoff;
 mod options;
 
 pub use options::{Interval, Options, PayloadFormat};
@@ -27,7 +26,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, Qo
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use backoff::Backoff;
+use stack_common::Backoff;
 
 /// After Ctrl-C the user wants out: wait only briefly for in-flight acknowledgements.
 const INTERRUPT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);

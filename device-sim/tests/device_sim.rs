@@ -1,14 +1,12 @@
-//! device-sim and consumer together against a real broker on a loopback port.
-
-mod common;
+//! device-sim and consumer together against the project's broker (in process) on a loopback port.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{free_port, start_broker, start_broker_on, within, SharedBuf};
 use consumer::{Control, End};
 use device_sim::Summary;
+use stack_tests::{free_port, start_broker, start_broker_on, within, SharedBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,7 @@
 //! Exponential back-off with jitter for reconnecting.
 //!
-//! The same small type lives in `consumer/src/backoff.rs`; two copies of twenty lines are cheaper
-//! than a shared crate for now.
+//! rumqttc reconnects as fast as its event loop is polled; device-sim and consumer both wait
+//! [`Backoff::next_delay`] between attempts.
 
 use std::time::Duration;
 
