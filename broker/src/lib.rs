@@ -10,7 +10,9 @@
 //! - [`connection`]: one client's handshake and `select!` loop.
 //! - [`server`]: accept loop, limits, shutdown.
 //! - [`config`]: typed configuration and the mosquitto.conf reader.
+//! - [`auth`]: password file and ACL file checks.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
