@@ -10,10 +10,14 @@
 //! - [`connection`]: one client's handshake and `select!` loop.
 //! - [`server`]: accept loop, limits, shutdown.
 //! - [`config`]: typed configuration and the mosquitto.conf reader.
+//! - [`auth`]: password file and ACL file checks.
+//! - [`passwd`]: the `broker passwd` subcommand (mosquitto_passwd).
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod passwd;
 pub mod retain;
 pub mod router;
 pub mod server;

@@ -40,6 +40,10 @@ fn parse_port(v: Option<String>) -> anyhow::Result<u16> {
 
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("passwd") {
+        argv.next();
+        return broker::passwd::main(argv.collect());
+    }
     if argv.peek().map(String::as_str) == Some("check") {
         argv.next();
         return match check(argv) {
