@@ -90,6 +90,15 @@ impl MosquittoFormat {
     pub fn parse_text(&self, text: &str) -> Result<Map<String, Value>, Error> {
         let mut b = Builder::default();
         b.text(&self.file, text, 0)?;
+        if let (Some(at), false) = (&b.first_auth_opt, b.auth_plugin_seen) {
+            return Err(Error::Line {
+                file: at.file.clone(),
+                line: at.line,
+                kind: LineError::Other(
+                    "An auth_opt_ option exists in the config file without an auth_plugin".into(),
+                ),
+            });
+        }
         let (map, parsed) = b.finish();
         *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = parsed;
         Ok(map)
@@ -200,6 +209,9 @@ struct Builder {
     /// change (Mosquitto refuses it too).
     security_seen: bool,
     warned: Vec<String>,
+    /// Mosquitto refuses `auth_opt_*` without any `auth_plugin`.
+    first_auth_opt: Option<Location>,
+    auth_plugin_seen: bool,
     parsed: Parsed,
     origin: String,
 }
@@ -222,11 +234,17 @@ impl Builder {
                 file: file.to_owned(),
                 line: i + 1,
             };
+            let written = key;
             let key = key.to_ascii_lowercase();
             let result = if key == "include_dir" {
                 self.include_dir(value, &at, depth)
             } else {
-                self.line(&key, value, &at).map_err(|kind| Error::Line {
+                let result = self.line(&key, value, &at).map_err(|kind| match kind {
+                    // Name the option as written.
+                    LineError::Unknown(_) => LineError::Unknown(written.to_owned()),
+                    other => other,
+                });
+                result.map_err(|kind| Error::Line {
                     file: at.file.clone(),
                     line: at.line,
                     kind,
@@ -305,6 +323,10 @@ impl Builder {
             Support::NotYet => self.warn_once(key, at, "is not implemented yet; ignored"),
             Support::Removed => self.warn_once(key, at, "is no longer available; ignored"),
         }
+        if key.starts_with("auth_opt_") && self.first_auth_opt.is_none() {
+            self.first_auth_opt = Some(at.clone());
+        }
+        self.auth_plugin_seen |= key == "auth_plugin";
         if key == "per_listener_settings" {
             if self.security_seen {
                 return Err(LineError::Other(

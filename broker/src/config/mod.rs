@@ -331,11 +331,8 @@ fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, LineErro
 fn parse_range(key: &str, value: &str, min: i64, max: i64) -> Result<i64, LineError> {
     match word(value).parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(LineError::InvalidValue {
-            key: key.into(),
-            value: value.into(),
-            reason: "number out of range",
-        }),
+        Ok(_) => Err(invalid(key, value, "number out of range")),
+        Err(_) => Err(invalid(key, value, "expected a number")),
     }
 }
 
@@ -1044,5 +1041,142 @@ mod tests {
             c.log_dest,
             vec![LogDest::Stdout, LogDest::File("log/broker.log".into())]
         );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (c, _) = parse_env(
+            "listener 1883\nmax_inflight_messages 20\nlog_dest stdout\n",
+            &[
+                ("BROKER__MAX_INFLIGHT_MESSAGES", "5"),
+                ("BROKER__LOG_DEST", "stderr"),
+                ("BROKER__ALLOW_ANONYMOUS", "true"),
+                // Other prefixes are not ours.
+                ("BROKER_LOG", "debug"),
+                ("MAX_QUEUED_MESSAGES", "1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_inflight, 5);
+        assert_eq!(c.log_dest, vec![LogDest::Stderr]);
+        assert!(c.allow_anonymous);
+        assert_eq!(c.limits.max_queued, 1000);
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let e = parse_env(
+            "max_inflight_messages 20\n",
+            &[("BROKER__MAX_INFLIGHT_MESSAGES", "lots")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable BROKER__MAX_INFLIGHT_MESSAGES: max_inflight_messages: \
+             invalid value \"lots\": expected a number"
+        );
+        let e = parse_env("", &[("BROKER__BOGUS", "1")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("BROKER__BOGUS: Unknown configuration variable \"bogus\""),
+            "{e}"
+        );
+        let (_, warnings) = parse_env("", &[("BROKER__MEMORY_LIMIT", "1000")]).unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "environment variable BROKER__MEMORY_LIMIT: option memory_limit is not \
+                  implemented yet; ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn value_errors_keep_file_and_line() {
+        // The config crate forgets lines; the format's map remembers them.
+        let e = parse("listener 1883\n\n\nsys_interval soon\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("test.conf:4: sys_interval"),
+            "{e}"
+        );
+        let e = parse("listener 1883\nlog_type error\nlog_type loud\n").unwrap_err();
+        assert!(e.to_string().starts_with("test.conf:3: log_type"), "{e}");
+        let e = parse("listener 1883\nlistener 1884\nprotocol x\n").unwrap_err();
+        assert!(e.to_string().starts_with("test.conf:3: protocol"), "{e}");
+    }
+
+    #[test]
+    fn one_warning_per_unimplemented_option() {
+        let (_, warnings) = parse_env(
+            "listener 8883\ncafile a\nlistener 8884\ncafile b\nauth_plugin p.so\n\
+             auth_opt_a 1\nauth_opt_b 2\nmemory_limit 5\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "test.conf:2: option cafile is not implemented yet; ignored",
+                "test.conf:5: option auth_plugin is not implemented yet; ignored",
+                "test.conf:6: option auth_opt_* is not implemented yet; ignored",
+                "test.conf:8: option memory_limit is not implemented yet; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_anonymous_defaults_as_mosquitto_2() {
+        assert!(Config::default().allow_anonymous);
+        assert!(parse("").unwrap().allow_anonymous, "local-only mode");
+        assert!(!parse("listener 1883\n").unwrap().allow_anonymous);
+        assert!(!parse("port 1883\n").unwrap().allow_anonymous);
+        assert!(
+            parse("listener 1883\nallow_anonymous true\n")
+                .unwrap()
+                .allow_anonymous
+        );
+    }
+
+    #[test]
+    fn options_before_the_first_listener_add_the_default_listener() {
+        // As Mosquitto: max_connections before `listener 1884` also opens
+        // port 1883 on every interface, after the named listeners.
+        let c = parse("max_connections 10\nlistener 1884 127.0.0.1\n").unwrap();
+        assert_eq!(
+            c.listeners,
+            vec![
+                Listener {
+                    port: 1884,
+                    bind: Some("127.0.0.1".into())
+                },
+                Listener {
+                    port: 1883,
+                    bind: None
+                }
+            ]
+        );
+        assert_eq!(c.listener_options[1].max_connections, Some(10));
+        assert_eq!(c.listener_options[0].max_connections, None);
+        // Security options are global without per_listener_settings.
+        let c = parse("allow_anonymous true\nlistener 1884\n").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert!(c.allow_anonymous);
+        assert_eq!(c.listener_options[0].security, None);
+    }
+
+    #[test]
+    fn durations_and_sync_interval() {
+        let c = parse("persistent_client_expiration 2h\npersistence_sync_interval 250\n").unwrap();
+        assert_eq!(
+            c.persistent_client_expiration,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(c.persistence_sync_interval, Duration::from_millis(250));
+        assert_eq!(Config::default().persistence_sync_interval, Duration::ZERO);
+        for (v, secs) in [("1w", 604_800), ("1m", 2_592_000), ("1y", 31_536_000)] {
+            assert_eq!(parse_expiration("x", v).unwrap(), Duration::from_secs(secs));
+        }
+        assert!(parse_expiration("x", "0d").is_err());
+        assert!(parse_expiration("x", "d").is_err());
     }
 }
