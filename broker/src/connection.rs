@@ -158,6 +158,25 @@ async fn serve(
         }
     }
 
+    let auth = shared.auth();
+    if let Err(refusal) =
+        auth.authenticate(connect.username.as_deref(), connect.password.as_deref())
+    {
+        if config.connection_messages {
+            info!(
+                "Client {} from {peer} disconnected, not authorised ({refusal}).",
+                connect.client_id
+            );
+        }
+        let code = match refusal.return_code() {
+            4 => ConnectReturnCode::BadUserNameOrPassword,
+            _ => ConnectReturnCode::NotAuthorized,
+        };
+        let _ = write_packet(&mut stream, &Packet::ConnAck(refuse(code))).await;
+        return;
+    }
+    drop(auth);
+
     let connection_id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let kick = shutdown.child_token();
     let attached = shared.router().connect(
@@ -172,6 +191,7 @@ async fn serve(
         old.cancel();
     }
     let session = attached.session;
+    session.set_username(connect.username.as_deref().map(Arc::from));
     if config.connection_messages {
         info!(
             "New client connected from {peer} as {} (p{}, c{}, k{}).",
@@ -201,6 +221,7 @@ async fn serve(
         will: connect.will.take(),
         peer: &peer,
         client_id: &connect.client_id,
+        username: connect.username.clone(),
         connection_id,
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
@@ -256,6 +277,7 @@ struct Connection<'a> {
     will: Option<LastWill>,
     peer: &'a str,
     client_id: &'a ByteStr,
+    username: Option<ByteStr>,
     connection_id: u64,
     /// PUBACK/PUBREC waiting until the change they acknowledge is on disk,
     /// with the store ticket each waits for; in order, and every later one
@@ -390,8 +412,15 @@ impl Connection<'_> {
             Packet::Subscribe(s) => {
                 // The SUBACK goes into the write buffer now; retained
                 // messages are queued and follow it [MQTT-3.8.4-1].
+                let auth = shared.auth();
+                let user = self.username.as_deref();
                 let codes = shared.router().subscribe(self.session, &s.filters, |f| {
-                    topic::validate_filter(f).is_err()
+                    let refused = topic::validate_filter(f).is_err()
+                        || !auth.can_subscribe(self.client_id, user, f);
+                    if refused {
+                        debug!(client = %self.client_id, filter = f, "subscription refused");
+                    }
+                    refused
                 });
                 push(
                     wbuf,
@@ -437,7 +466,12 @@ impl Connection<'_> {
         let limit = self.shared.config.message_size_limit;
         // Clients may not publish to `$` topics; oversized messages are
         // dropped as Mosquitto does. Either way the QoS handshake completes.
-        let accept = !p.topic.starts_with('$') && (limit == 0 || p.payload.len() <= limit);
+        let accept = !p.topic.starts_with('$')
+            && (limit == 0 || p.payload.len() <= limit)
+            && self
+                .shared
+                .auth()
+                .can_write(self.client_id, self.username.as_deref(), &p.topic);
         let retain = p.retain && self.shared.config.retain_available;
         let route = |this: &Self| -> u64 {
             if accept {

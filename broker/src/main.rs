@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use broker::config::{Config, Listener, LogDest};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -103,8 +106,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path).map_err(|e| match mount_mixup(path) {
+    let (mut config, warnings) = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| match mount_mixup(path) {
             Some(other) => anyhow::anyhow!(
                 "{e}; {} exists: the Mosquitto image mounts \"config\", this stack mounts \"conf\" \
                  (see README)",
@@ -112,7 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             ),
             None => e.into(),
         })?,
-        None => Config::default(),
+        None => (Config::default(), Vec::new()),
     };
     config.verbose |= args.verbose;
     let _guards = init_logging(&config)?;
@@ -141,7 +144,7 @@ fn run(args: Args) -> anyhow::Result<()> {
              (for example `listener 1883`) to listen on all interfaces."
         );
     }
-    for w in &config.warnings {
+    for w in &warnings {
         warn!("{w}");
     }
 
@@ -164,8 +167,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         info!("broker version {} running", env!("CARGO_PKG_VERSION"));
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
-        broker::server::run_listeners(listeners, config, shutdown).await?;
+        let reload = Arc::new(Notify::new());
+        tokio::spawn(signals(shutdown.clone(), reload.clone()));
+        broker::server::run_with_reload(listeners, config, shutdown, reload).await?;
         info!("broker version {} terminating", env!("CARGO_PKG_VERSION"));
         anyhow::Ok(())
     })
@@ -218,27 +222,27 @@ fn listener_addrs(l: &Listener) -> anyhow::Result<Vec<SocketAddr>> {
     }
 }
 
-async fn signals(shutdown: CancellationToken) {
+async fn signals(shutdown: CancellationToken, reload: Arc<Notify>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
         ) else {
             return;
         };
-        let mut usr1 = signal(SignalKind::user_defined1()).ok();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                Some(_) = async {
-                    match usr1.as_mut() {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the password and ACL files");
+                    reload.notify_one();
+                }
+                _ = usr1.recv() => {
                     // Mosquitto's "save now": our store is written
                     // continuously, so there is nothing to do.
                     info!("SIGUSR1: the store is always up to date; nothing to save");
@@ -248,6 +252,7 @@ async fn signals(shutdown: CancellationToken) {
     }
     #[cfg(not(unix))]
     {
+        let _ = reload;
         let _ = tokio::signal::ctrl_c().await;
     }
     info!("signal received, shutting down");

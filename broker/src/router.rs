@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::codec::{ByteStr, QoS, SubackCode};
 use crate::retain::RetainTree;
 use crate::session::{Limits, Message, Session};
@@ -72,6 +73,9 @@ pub struct Router {
     pub stats: Stats,
     /// The store, when persistence is on.
     store: Option<Arc<Store>>,
+    /// The ACL, when an `acl_file` is configured: checked on every
+    /// delivery and on retained messages sent on subscribe.
+    acl: Option<Arc<Auth>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -137,6 +141,11 @@ impl Router {
             );
         }
         router
+    }
+
+    /// Uses `auth`'s ACL for deliveries from now on.
+    pub fn set_auth(&mut self, auth: Arc<Auth>) {
+        self.acl = auth.acl.is_some().then_some(auth);
     }
 
     fn record(&self, op: Op) -> u64 {
@@ -319,7 +328,14 @@ impl Router {
                 },
             );
             codes.push(SubackCode::Success(*qos));
-            self.retained.for_each_match(filter, |_, m| {
+            let acl = self.acl.as_deref();
+            let user = session.username();
+            self.retained.for_each_match(filter, |topic, m| {
+                if let Some(auth) = acl {
+                    if !auth.can_read(&session.client_id, user.as_deref(), topic) {
+                        return;
+                    }
+                }
                 session.enqueue(Message {
                     topic: m.topic.clone(),
                     payload: m.payload.clone(),
@@ -409,6 +425,12 @@ impl Router {
         }
         let mut delivered = 0;
         for (_, granted, session) in scratch.drain(..) {
+            if let Some(auth) = &self.acl {
+                let user = session.username();
+                if !auth.can_read(&session.client_id, user.as_deref(), topic) {
+                    continue;
+                }
+            }
             let message = Message {
                 topic: topic.clone(),
                 payload: payload.clone(),

@@ -6,15 +6,16 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
+use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::connection;
 use crate::router::Router;
@@ -31,14 +32,26 @@ pub struct Shared {
     pub id_salt: u64,
     /// The store, when persistence is on.
     pub store: Option<Arc<Store>>,
+    /// Passwords and ACLs; replaced as a whole on SIGHUP when the files
+    /// load, left as they were when they do not.
+    auth: RwLock<Arc<Auth>>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Shared {
-        Shared::with_router(config, Router::new(), None)
+        let auth = Auth {
+            allow_anonymous: config.allow_anonymous,
+            ..Auth::default()
+        };
+        Shared::with_router(config, Router::new(), None, auth)
     }
 
-    fn with_router(config: Config, router: Router, store: Option<Arc<Store>>) -> Shared {
+    fn with_router(
+        config: Config,
+        router: Router,
+        store: Option<Arc<Store>>,
+        auth: Auth,
+    ) -> Shared {
         let id_salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -50,6 +63,26 @@ impl Shared {
             next_connection: AtomicU64::new(1),
             id_salt,
             store,
+            auth: RwLock::new(Arc::new(auth)),
+        }
+    }
+
+    /// The authentication and ACL rules in force.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads the password and ACL files (SIGHUP). A file that fails to
+    /// load leaves the old rules in force: never a crash, never open access.
+    pub fn reload_auth(&self) {
+        match load_auth(&self.config) {
+            Ok(auth) => {
+                let auth = Arc::new(auth);
+                self.router().set_auth(auth.clone());
+                *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+                info!("password and ACL files reloaded");
+            }
+            Err(e) => error!("reload failed, previous rules stay in force: {e}"),
         }
     }
 
@@ -89,6 +122,17 @@ pub async fn run_listeners(
     config: Config,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    run_with_reload(listeners, config, shutdown, Arc::new(Notify::new())).await
+}
+
+/// [`run_listeners`], reloading the password and ACL files whenever
+/// `reload` is notified (SIGHUP in the binary).
+pub async fn run_with_reload(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> io::Result<()> {
     let limit = config.max_connections.unwrap_or(Semaphore::MAX_PERMITS);
     let limit = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
     let shared = Arc::new(open_state(config)?);
@@ -105,6 +149,18 @@ pub async fn run_listeners(
             shutdown.clone(),
         ));
     }
+    tracker.spawn({
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = reload.notified() => shared.reload_auth(),
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    });
     if let Some(max_age) = shared.config.persistent_client_expiration {
         tracker.spawn(expire_sessions(shared.clone(), max_age, shutdown.clone()));
     }
@@ -133,10 +189,33 @@ async fn expire_sessions(shared: Arc<Shared>, max_age: Duration, shutdown: Cance
     }
 }
 
+/// Loads the password and ACL files the configuration names, logging
+/// their warnings.
+fn load_auth(config: &Config) -> Result<Auth, auth::Error> {
+    let (auth, warnings) = auth::load(
+        config.password_file.as_deref(),
+        config.acl_file.as_deref(),
+        config.allow_anonymous,
+    )?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(auth)
+}
+
 /// The shared state, loaded from the store when persistence is on.
 fn open_state(config: Config) -> io::Result<Shared> {
+    if config.per_listener_settings {
+        return Err(io::Error::other(
+            "per_listener_settings true is not supported yet; refusing to start rather \
+             than apply the wrong access rules",
+        ));
+    }
+    let auth = load_auth(&config).map_err(io::Error::other)?;
     if !config.persistence {
-        return Ok(Shared::new(config));
+        let mut router = Router::new();
+        router.set_auth(Arc::new(auth.clone()));
+        return Ok(Shared::with_router(config, router, None, auth));
     }
     let path = store::store_path(&config.persistence_location, &config.persistence_file);
     let durability = if config.persistence_sync_interval.is_zero() {
@@ -146,8 +225,9 @@ fn open_state(config: Config) -> io::Result<Shared> {
     };
     let (store, recovered) = Store::open(&path, durability, config.persistence_refuse_corrupt)
         .map_err(io::Error::other)?;
-    let router = Router::with_store(store.clone(), recovered, config.limits);
-    Ok(Shared::with_router(config, router, Some(store)))
+    let mut router = Router::with_store(store.clone(), recovered, config.limits);
+    router.set_auth(Arc::new(auth.clone()));
+    Ok(Shared::with_router(config, router, Some(store), auth))
 }
 
 async fn accept_loop(

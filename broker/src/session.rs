@@ -136,6 +136,9 @@ pub struct Session {
     state: Mutex<State>,
     /// Wakes the attached connection task when a message was queued.
     pub notify: Notify,
+    /// The user name of the attached (or last) connection, for ACL checks
+    /// on delivery.
+    username: Mutex<Option<Arc<str>>>,
 }
 
 impl Session {
@@ -161,7 +164,19 @@ impl Session {
                 queue_qos0: limits.queue_qos0,
             }),
             notify: Notify::new(),
+            username: Mutex::new(None),
         }
+    }
+
+    pub fn username(&self) -> Option<Arc<str>> {
+        self.username
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_username(&self, username: Option<Arc<str>>) {
+        *self.username.lock().unwrap_or_else(|e| e.into_inner()) = username;
     }
 
     /// Locks the state. A poisoned lock (a panic elsewhere while holding

@@ -195,7 +195,7 @@ async fn config_file_listener_and_log_file() {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\r\nlog_dest file {}\nlog_dest stderr\n",
+            "listener {port} 127.0.0.1\r\nallow_anonymous true\nlog_dest file {}\nlog_dest stderr\n",
             log.display()
         ),
     )

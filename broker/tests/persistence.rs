@@ -241,7 +241,7 @@ async fn start_binary(dir: &Path, port: u16) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}\nlog_dest none\nmax_queued_messages 100000\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\nlog_dest none\nmax_queued_messages 100000\n",
             dir.join("data").display()
         ),
     )
