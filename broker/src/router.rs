@@ -26,6 +26,38 @@ pub struct Subscriber {
     pub session: Arc<Session>,
 }
 
+/// What a trie entry points at: one session's subscription, or a shared
+/// subscription group (`$share/GROUP/FILTER`), whose members take turns.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Session(Subscriber),
+    Group(u64),
+}
+
+/// The members of one shared subscription group for one filter.
+#[derive(Debug, Default)]
+struct Group {
+    members: Vec<(u64, Subscriber)>,
+    /// Round-robin position.
+    next: usize,
+}
+
+/// Splits `$share/GROUP/FILTER` into group and filter; `None` for an
+/// ordinary filter, `Some(Err)` for a malformed shared one.
+pub fn shared_filter(filter: &str) -> Option<Result<(&str, &str), ()>> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(match rest.split_once('/') {
+        Some((group, inner))
+            if !group.is_empty()
+                && !group.contains(['+', '#'])
+                && crate::topic::validate_filter(inner).is_ok() =>
+        {
+            Ok((group, inner))
+        }
+        _ => Err(()),
+    })
+}
+
 /// A session known to the router.
 #[derive(Debug)]
 struct Entry {
@@ -64,7 +96,14 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Router {
     sessions: HashMap<Arc<str>, Entry>,
-    subscriptions: SubscriptionTrie<u64, Subscriber>,
+    subscriptions: SubscriptionTrie<u64, Target>,
+    /// Shared subscription groups by key (keys are above every session id).
+    groups: HashMap<u64, Group>,
+    /// (group name, filter) -> group key.
+    group_keys: HashMap<(Box<str>, Box<str>), u64>,
+    /// Reused between publishes: shared groups matched by one topic.
+    group_scratch: Vec<u64>,
+    next_group_key: u64,
     retained: RetainTree<Message>,
     next_session_id: u64,
     /// Reused between publishes: the matches of one topic, merged per
@@ -119,14 +158,7 @@ impl Router {
             session.restore(s.messages, s.inbound_qos2);
             let mut filters = HashMap::new();
             for (filter, qos) in s.subscriptions {
-                router.subscriptions.insert(
-                    &filter,
-                    session.id,
-                    Subscriber {
-                        qos,
-                        session: session.clone(),
-                    },
-                );
+                router.add_subscription(&session, &filter, qos);
                 filters.insert(filter, qos);
             }
             router.sessions.insert(
@@ -243,9 +275,70 @@ impl Router {
         }
     }
 
+    /// Puts one subscription of `session` in the trie (or its shared
+    /// group). Replaces an existing one for the same filter.
+    fn add_subscription(&mut self, session: &Arc<Session>, filter: &str, qos: QoS) {
+        let sub = Subscriber {
+            qos,
+            session: session.clone(),
+        };
+        match shared_filter(filter) {
+            None => {
+                self.subscriptions
+                    .insert(filter, session.id, Target::Session(sub));
+            }
+            Some(Err(())) => {}
+            Some(Ok((group, inner))) => {
+                let name = (Box::from(group), Box::from(inner));
+                let key = match self.group_keys.get(&name) {
+                    Some(k) => *k,
+                    None => {
+                        // Group keys live above every session id.
+                        self.next_group_key += 1;
+                        let key = (1 << 63) | self.next_group_key;
+                        self.group_keys.insert(name, key);
+                        self.subscriptions.insert(inner, key, Target::Group(key));
+                        key
+                    }
+                };
+                let group = self.groups.entry(key).or_default();
+                group.members.retain(|(id, _)| *id != session.id);
+                group.members.push((session.id, sub));
+            }
+        }
+    }
+
+    /// Removes one subscription of session `id` from the trie or its group.
+    fn remove_subscription(&mut self, id: u64, filter: &str) {
+        match shared_filter(filter) {
+            None => {
+                self.subscriptions.remove(filter, &id);
+            }
+            Some(Err(())) => {}
+            Some(Ok((group, inner))) => {
+                let name = (Box::from(group), Box::from(inner));
+                let Some(&key) = self.group_keys.get(&name) else {
+                    return;
+                };
+                let empty = match self.groups.get_mut(&key) {
+                    Some(g) => {
+                        g.members.retain(|(m, _)| *m != id);
+                        g.members.is_empty()
+                    }
+                    None => true,
+                };
+                if empty {
+                    self.groups.remove(&key);
+                    self.group_keys.remove(&name);
+                    self.subscriptions.remove(inner, &key);
+                }
+            }
+        }
+    }
+
     fn drop_entry(&mut self, entry: Entry) {
         for filter in entry.filters.keys() {
-            self.subscriptions.remove(filter, &entry.session.id);
+            self.remove_subscription(entry.session.id, filter);
         }
         entry.session.lock().owner = None;
         if !entry.clean {
@@ -297,7 +390,8 @@ impl Router {
     ) -> Vec<SubackCode> {
         let mut codes = Vec::with_capacity(filters.len());
         for (filter, qos) in filters {
-            if refuse(filter) {
+            let shared = shared_filter(filter);
+            if refuse(filter) || matches!(shared, Some(Err(()))) {
                 codes.push(SubackCode::Failure);
                 continue;
             }
@@ -319,15 +413,13 @@ impl Router {
                     });
                 }
             }
-            self.subscriptions.insert(
-                filter,
-                session.id,
-                Subscriber {
-                    qos: *qos,
-                    session: session.clone(),
-                },
-            );
+            self.add_subscription(session, filter, *qos);
             codes.push(SubackCode::Success(*qos));
+            if shared.is_some() {
+                // No retained messages for shared subscriptions (as
+                // Mosquitto and MQTT 5).
+                continue;
+            }
             let acl = self.acl.as_deref();
             let user = session.username();
             self.retained.for_each_match(filter, |topic, m| {
@@ -356,16 +448,19 @@ impl Router {
         if !Arc::ptr_eq(&entry.session, session) {
             return;
         }
-        for filter in filters {
-            if entry.filters.remove(filter).is_some() {
-                self.subscriptions.remove(filter, &session.id);
-                if !entry.clean {
-                    if let Some(store) = &self.store {
-                        store.append(Op::DelSub {
-                            client: session.client_id.clone(),
-                            filter: filter.clone(),
-                        });
-                    }
+        let clean = entry.clean;
+        let removed: Vec<&ByteStr> = filters
+            .iter()
+            .filter(|f| entry.filters.remove(*f).is_some())
+            .collect();
+        for filter in removed {
+            self.remove_subscription(session.id, filter);
+            if !clean {
+                if let Some(store) = &self.store {
+                    store.append(Op::DelSub {
+                        client: session.client_id.clone(),
+                        filter: filter.clone(),
+                    });
                 }
             }
         }
@@ -413,10 +508,32 @@ impl Router {
         }
 
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut groups = std::mem::take(&mut self.group_scratch);
         scratch.clear();
-        self.subscriptions.for_each_match(topic, |id, sub| {
-            scratch.push((*id, sub.qos, sub.session.clone()));
-        });
+        groups.clear();
+        self.subscriptions
+            .for_each_match(topic, |id, target| match target {
+                Target::Session(sub) => scratch.push((*id, sub.qos, sub.session.clone())),
+                Target::Group(key) => groups.push(*key),
+            });
+        // One member of each matching shared group takes the message:
+        // the next connected one in turn (any, if none is connected).
+        for key in &groups {
+            if let Some(g) = self.groups.get_mut(key) {
+                let n = g.members.len();
+                let pick = (0..n)
+                    .map(|i| (g.next + i) % n)
+                    .find(|&i| g.members[i].1.session.lock().owner.is_some())
+                    .unwrap_or(g.next % n.max(1));
+                if let Some((id, sub)) = g.members.get(pick) {
+                    // Outside the overlap merge below: a shared
+                    // subscription is delivered on its own.
+                    scratch.push((*id | (1 << 62), sub.qos, sub.session.clone()));
+                }
+                g.next = pick + 1;
+            }
+        }
+        self.group_scratch = groups;
         if scratch.len() > 1 {
             // Overlapping subscriptions: one copy per session at the
             // highest granted QoS [MQTT-3.3.5-1].

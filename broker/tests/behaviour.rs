@@ -605,3 +605,68 @@ async fn slow_subscriber_does_not_slow_publishers_or_grow_memory() {
     // works once it reads.
     drop(stalled);
 }
+
+#[tokio::test]
+async fn shared_subscriptions_deliver_each_message_to_one_member() {
+    // `$share/GROUP/FILTER` over MQTT 3.1.1, as Mosquitto.
+    let b = TestBroker::start().await;
+    let mut m1 = Raw::connect(b.addr, "m1", true).await;
+    let mut m2 = Raw::connect(b.addr, "m2", true).await;
+    let mut plain = Raw::connect(b.addr, "plain", true).await;
+    for m in [&mut m1, &mut m2] {
+        let codes = m.subscribe(1, &[("$share/g/t/#", QoS::AtLeastOnce)]).await;
+        assert_eq!(codes, vec![SubackCode::Success(QoS::AtLeastOnce)]);
+    }
+    plain.subscribe(1, &[("t/#", QoS::AtMostOnce)]).await;
+    // Malformed shared filters fail.
+    let codes = plain
+        .subscribe(
+            2,
+            &[
+                ("$share/t", QoS::AtMostOnce),
+                ("$share//t", QoS::AtMostOnce),
+            ],
+        )
+        .await;
+    assert_eq!(codes, vec![SubackCode::Failure, SubackCode::Failure]);
+
+    let mut p = Raw::connect(b.addr, "pub", true).await;
+    for i in 0..10u8 {
+        p.publish("t/x", &[i], QoS::AtLeastOnce, false, 1).await;
+    }
+    let mut seen = Vec::new();
+    for m in [&mut m1, &mut m2] {
+        let mut n = 0;
+        while let Ok(Some(Packet::Publish(msg))) = m.recv_within(QUIET).await {
+            m.send(&Packet::PubAck(msg.pkid)).await;
+            seen.push(msg.payload[0]);
+            n += 1;
+        }
+        assert!(n > 0, "both members take turns");
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..10).collect::<Vec<u8>>(),
+        "each message to exactly one member"
+    );
+    for _ in 0..10 {
+        plain.recv_publish().await;
+    }
+
+    // A member that leaves the group no longer receives.
+    m1.send(&Packet::Unsubscribe(broker::codec::Unsubscribe {
+        pkid: 3,
+        filters: vec!["$share/g/t/#".into()],
+    }))
+    .await;
+    assert_eq!(m1.recv().await, Some(Packet::UnsubAck(3)));
+    for i in 0..4u8 {
+        p.publish("t/y", &[i], QoS::AtLeastOnce, false, 1).await;
+    }
+    for _ in 0..4 {
+        let msg = m2.recv_publish().await;
+        m2.send(&Packet::PubAck(msg.pkid)).await;
+    }
+    m1.expect_quiet().await;
+}
