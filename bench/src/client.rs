@@ -19,6 +19,7 @@ use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Every handshake step (connect, CONNACK, SUBACK) waits at most this long.
@@ -194,6 +195,65 @@ impl Template {
     }
 }
 
+/// Keeps the publishers of a run at most `max_ahead` deliveries ahead of
+/// their subscribers. Without it a QoS 0 publisher fills the socket buffers
+/// (megabytes: hundreds of thousands of small messages) faster than a slow
+/// broker drains them, and the run measures the drain, not the broker.
+pub struct Pace {
+    /// Messages published by all publishers of the run.
+    pub published: AtomicU64,
+    /// Deliveries counted by all subscribers of the run.
+    pub delivered: Arc<AtomicU64>,
+    /// Deliveries per published message.
+    pub fan: u64,
+    pub max_ahead: u64,
+    /// Deliveries given up on: a broker that drops would otherwise stall
+    /// the publishers for good.
+    forgiven: AtomicU64,
+    /// Woken by subscribers after each read that delivered something.
+    pub wake: Arc<Notify>,
+}
+
+impl Pace {
+    pub fn new(delivered: Arc<AtomicU64>, wake: Arc<Notify>, fan: u64, max_ahead: u64) -> Pace {
+        Pace {
+            published: AtomicU64::new(0),
+            delivered,
+            fan: fan.max(1),
+            max_ahead: max_ahead.max(1),
+            forgiven: AtomicU64::new(0),
+            wake,
+        }
+    }
+
+    fn ahead(&self) -> u64 {
+        (self.published.load(Ordering::Relaxed) * self.fan)
+            .saturating_sub(self.delivered.load(Ordering::Relaxed))
+            .saturating_sub(self.forgiven.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the subscribers caught up to below `max_ahead`; after
+    /// 100 ms without progress the lag is taken as lost and forgiven.
+    async fn wait(&self) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ahead = self.ahead();
+            if ahead < self.max_ahead {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_millis(100), notified)
+                .await
+                .is_err()
+            {
+                self.forgiven.fetch_add(ahead, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
 /// How a publisher sends.
 #[derive(Clone)]
 pub struct PublishPlan {
@@ -209,6 +269,8 @@ pub struct PublishPlan {
     pub stamp: bool,
     /// Stop sending at this instant even if `count` is not reached.
     pub deadline: Instant,
+    /// Shared with the other publishers and the subscribers of the run.
+    pub pace: Option<Arc<Pace>>,
 }
 
 /// What one publisher did.
@@ -248,7 +310,21 @@ pub async fn publish(mut conn: Conn, plan: PublishPlan) -> Result<PublishResult>
                 }
             }
         }
-        while !stop && res.sent < plan.count && inflight < window && wbuf.len() < BATCH_BYTES {
+        // A batch may use a quarter of the pacing budget.
+        let mut batch_left = u64::MAX;
+        if let (false, Some(p)) = (stop, plan.pace.as_ref()) {
+            if p.ahead() >= p.max_ahead {
+                p.wait().await;
+            }
+            batch_left = (p.max_ahead / 4 / p.fan).max(1);
+        }
+        let sent_before = res.sent;
+        while !stop
+            && res.sent < plan.count
+            && inflight < window
+            && wbuf.len() < BATCH_BYTES
+            && res.sent - sent_before < batch_left
+        {
             pkid = if pkid == u16::MAX { 1 } else { pkid + 1 };
             plan.templates[next].append(&mut wbuf, pkid, plan.stamp);
             next = (next + 1) % plan.templates.len();
@@ -259,6 +335,10 @@ pub async fn publish(mut conn: Conn, plan: PublishPlan) -> Result<PublishResult>
             if ticker.is_some() {
                 break;
             }
+        }
+        if let Some(p) = plan.pace.as_ref() {
+            p.published
+                .fetch_add(res.sent - sent_before, Ordering::Relaxed);
         }
         if !wbuf.is_empty() {
             conn.stream.write_all(&wbuf).await?;
@@ -331,12 +411,15 @@ pub struct SubscribeResult {
 
 /// Counts PUBLISHes on `conn` (acknowledging QoS 1/2) until `expected`
 /// arrived or `stop` is cancelled. Every delivery also bumps `total`, which
-/// the scenario watches to see when traffic has stopped. With `stamps`, the
-/// first `skip` messages are not recorded (warm-up).
+/// the scenario watches to see when traffic has stopped, and wakes `wake`
+/// (the publishers' [`Pace`]). With `stamps`, the first `skip` messages are
+/// not recorded (warm-up).
+#[allow(clippy::too_many_arguments)]
 pub async fn receive(
     mut conn: Conn,
     expected: u64,
     total: Arc<AtomicU64>,
+    wake: Option<Arc<Notify>>,
     stamps: bool,
     skip: u64,
     stop: CancellationToken,
@@ -399,6 +482,9 @@ pub async fn receive(
             res.delivered += batch;
             res.last_at = Some(now);
             total.fetch_add(batch, Ordering::Relaxed);
+            if let Some(w) = &wake {
+                w.notify_waiters();
+            }
         }
         if !wbuf.is_empty() {
             conn.stream.write_all(&wbuf).await?;

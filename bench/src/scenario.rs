@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use broker::codec::{self, ByteStr, Packet, QoS, Subscribe};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{self, Conn, PublishPlan, Template};
+use crate::client::{self, Conn, Pace, PublishPlan, Template};
 use crate::proc::{self, CpuMark};
 use crate::report::Report;
 
@@ -206,10 +207,12 @@ async fn drive(
     stamps: bool,
     skip: u64,
     fan: u64,
+    max_ahead: u64,
     start: Instant,
     hard_deadline: Instant,
 ) -> Result<(u64, u64, Delivery)> {
     let total = Arc::new(AtomicU64::new(0));
+    let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let mut sub_set = JoinSet::new();
     for (conn, expected) in subs {
@@ -217,13 +220,18 @@ async fn drive(
             conn,
             expected,
             total.clone(),
+            Some(wake.clone()),
             stamps,
             skip,
             stop.clone(),
         ));
     }
     let mut pub_set = JoinSet::new();
-    for (conn, plan) in pubs {
+    let pace = Arc::new(Pace::new(total.clone(), wake, fan, max_ahead));
+    for (conn, mut plan) in pubs {
+        if plan.rate.is_none() {
+            plan.pace = Some(pace.clone());
+        }
         pub_set.spawn(client::publish(conn, plan));
     }
     let mut sent = 0u64;
@@ -274,6 +282,13 @@ async fn drive(
         }
     }
     Ok((sent, completed, d))
+}
+
+/// How many deliveries the publishers may be ahead of the subscribers:
+/// enough to keep every pipe full, little enough that the broker's queues
+/// (and the socket buffers) stay short: 50k messages or 8 MiB of payload.
+fn max_ahead(payload: usize) -> u64 {
+    (50_000u64).min((8 << 20) / (payload as u64 + 32))
 }
 
 /// Pushes the broker-CPU figures every scenario has.
@@ -332,6 +347,7 @@ async fn throughput(t: Target, a: &ThroughputArgs, label: String) -> Result<Repo
             rate: None,
             stamp: false,
             deadline,
+            pace: None,
         };
         plans.push((c, plan));
     }
@@ -342,6 +358,7 @@ async fn throughput(t: Target, a: &ThroughputArgs, label: String) -> Result<Repo
         false,
         0,
         fan,
+        max_ahead(a.size),
         start,
         deadline + Duration::from_secs(5),
     )
@@ -385,6 +402,7 @@ async fn latency(t: Target, a: &LatencyArgs, label: String) -> Result<Report> {
         rate: Some(a.rate),
         stamp: true,
         deadline,
+        pace: None,
     };
     let before = CpuMark::take(t.pid)?;
     let (sent, _, d) = drive(
@@ -393,6 +411,7 @@ async fn latency(t: Target, a: &LatencyArgs, label: String) -> Result<Report> {
         true,
         a.count / 10,
         1,
+        u64::MAX,
         start,
         deadline + Duration::from_secs(2),
     )
@@ -500,6 +519,7 @@ async fn subscriptions(t: Target, a: &SubscriptionsArgs, label: String) -> Resul
         rate: None,
         stamp: false,
         deadline,
+        pace: None,
     };
     let before = CpuMark::take(t.pid)?;
     // Each subscriber gets an unknown share: they stop on the total.
@@ -509,6 +529,7 @@ async fn subscriptions(t: Target, a: &SubscriptionsArgs, label: String) -> Resul
         false,
         0,
         1,
+        max_ahead(16),
         start,
         deadline + Duration::from_secs(5),
     )
@@ -556,7 +577,7 @@ async fn time_retained(
         tokio::time::sleep(Duration::from_secs(30)).await;
         guard.cancel();
     });
-    let res = client::receive(conn, expected, total, false, 0, stop).await;
+    let res = client::receive(conn, expected, total, None, false, 0, stop).await;
     timer.abort();
     let res = res?;
     let Some(last) = res.last_at else {
@@ -583,6 +604,7 @@ async fn retained(t: Target, a: &RetainedArgs, label: String) -> Result<Report> 
         rate: None,
         stamp: false,
         deadline: load_start + Duration::from_secs(60),
+        pace: None,
     };
     let stored = client::publish(publisher, plan).await?;
     if stored.completed < n {
