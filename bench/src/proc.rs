@@ -28,11 +28,17 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 
 fn schedstat_seconds(pid: u32) -> Option<f64> {
     let mut ns = 0u64;
+    let mut read_any = false;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        // A thread may exit between the listing and the read: skip it
+        // rather than fall back to the coarse figure for this one reading.
+        let Ok(text) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
         ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        read_any = true;
     }
-    Some(ns as f64 / 1e9)
+    read_any.then_some(ns as f64 / 1e9)
 }
 
 /// User + system CPU seconds from `/proc/PID/stat` (10 ms resolution).
@@ -100,7 +106,7 @@ mod tests {
 
     #[test]
     fn own_process_is_readable() {
-        assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
+        assert!(schedstat_seconds(std::process::id()).unwrap() > 0.0);
         assert!(stat_seconds(std::process::id()).unwrap() >= 0.0);
         assert!(rss_kib(std::process::id()).unwrap() > 0);
     }
