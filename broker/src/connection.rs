@@ -63,7 +63,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
             shared.config.max_packet_size
         },
     };
-    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut rbuf = BytesMut::with_capacity(256);
 
     let first = tokio::select! {
         r = tokio::time::timeout(
@@ -205,7 +205,7 @@ async fn serve(
         );
     }
 
-    let mut wbuf = BytesMut::with_capacity(1024);
+    let mut wbuf = BytesMut::with_capacity(64);
     let _ = codec.encode(
         &Packet::ConnAck(ConnAck {
             session_present: attached.session_present,
@@ -310,15 +310,37 @@ impl Connection<'_> {
         if let Err(end) = self.process(rbuf, wbuf, codec) {
             return end;
         }
-        let (mut rd, mut wr) = stream.split();
+        let stream = &*stream;
         loop {
-            if wbuf.len() < WRITE_HIGH_WATER {
-                self.session
-                    .lock()
-                    .fill(self.connection_id, &limits, wbuf, WRITE_HIGH_WATER);
-            }
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
+            // Move queued messages to the socket while it takes them: one
+            // write call per batch, no waiting for the next turn of the
+            // loop. Bounded, so that one busy subscriber cannot hold the
+            // worker thread.
+            let mut rounds = 0;
+            loop {
+                let filled = if wbuf.len() < WRITE_HIGH_WATER {
+                    self.session
+                        .lock()
+                        .fill(self.connection_id, &limits, wbuf, WRITE_HIGH_WATER)
+                } else {
+                    0
+                };
+                if wbuf.is_empty() {
+                    break;
+                }
+                if let Err(end) = write_ready(stream, wbuf) {
+                    return end;
+                }
+                if !wbuf.is_empty() || filled == 0 {
+                    // The socket is full (wait for it to drain), or the
+                    // queue is (wait for a notification).
+                    break;
+                }
+                rounds += 1;
+                if rounds == 16 {
+                    tokio::task::yield_now().await;
+                    rounds = 0;
+                }
             }
             // The store is behind: stop reading until it catches up, so
             // its buffer stays bounded.
@@ -333,20 +355,40 @@ impl Connection<'_> {
                         End::Abnormal("taken over by a new connection".into())
                     };
                 }
-                r = wr.write(wbuf), if !wbuf.is_empty() => match r {
-                    Ok(0) | Err(_) => return End::Abnormal("write failed".into()),
-                    Ok(n) => wbuf.advance(n),
-                },
-                r = rd.read_buf(rbuf), if wbuf.len() < READ_STOP && !store_full => match r {
-                    Ok(0) => return End::Abnormal("closed by client".into()),
-                    Err(e) => return End::Abnormal(format!("read error: {e}")),
-                    Ok(_) => {
-                        last_read = Instant::now();
-                        if let Err(end) = self.process(rbuf, wbuf, codec) {
-                            return end;
-                        }
+                r = stream.writable(), if !wbuf.is_empty() => {
+                    if r.is_err() {
+                        return End::Abnormal("write failed".into());
                     }
-                },
+                    if let Err(end) = write_ready(stream, wbuf) {
+                        return end;
+                    }
+                }
+                // Readiness first, buffer second: an idle connection holds
+                // no read buffer while it waits.
+                r = stream.readable(), if wbuf.len() < READ_STOP && !store_full => {
+                    if let Err(e) = r {
+                        return End::Abnormal(format!("read error: {e}"));
+                    }
+                    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                        rbuf.reserve(READ_CHUNK);
+                    }
+                    match stream.try_read_buf(rbuf) {
+                        Ok(0) => return End::Abnormal("closed by client".into()),
+                        Ok(_) => {
+                            last_read = Instant::now();
+                            if let Err(end) = self.process(rbuf, wbuf, codec) {
+                                return end;
+                            }
+                            if rbuf.is_empty() {
+                                // Let go of the buffer (decoded payloads keep
+                                // their own slices alive).
+                                *rbuf = BytesMut::new();
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return End::Abnormal(format!("read error: {e}")),
+                    }
+                }
                 _ = self.session.notify.notified() => {}
                 r = changed(&mut self.synced), if deferred => {
                     if r.is_err() {
@@ -547,6 +589,21 @@ impl Connection<'_> {
             .router()
             .publish(&will.topic, &will.payload, will.qos, retain);
     }
+}
+
+/// Writes as much of `wbuf` as the socket takes now; an emptied buffer is
+/// released so that idle connections hold none.
+fn write_ready(stream: &TcpStream, wbuf: &mut BytesMut) -> Result<(), End> {
+    while !wbuf.is_empty() {
+        match stream.try_write(wbuf) {
+            Ok(0) => return Err(End::Abnormal("write failed".into())),
+            Ok(n) => wbuf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(End::Abnormal(format!("write failed: {e}"))),
+        }
+    }
+    *wbuf = BytesMut::new();
+    Ok(())
 }
 
 /// Waits for the next durable-ticket change (pending forever without a

@@ -670,3 +670,27 @@ async fn shared_subscriptions_deliver_each_message_to_one_member() {
     }
     m1.expect_quiet().await;
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_one_write_batch_is_delivered_in_full() {
+    // 100 x 2 KiB queued at once is several write batches: the broker must
+    // keep writing after the publisher has gone quiet.
+    let b = TestBroker::start().await;
+    let mut sub = Raw::connect(b.addr, "sub", true).await;
+    sub.subscribe(1, &[("t", QoS::AtMostOnce)]).await;
+    let mut publisher = Raw::connect(b.addr, "pub", true).await;
+    let mut buf = bytes::BytesMut::new();
+    for i in 0..100u8 {
+        let mut payload = vec![i; 2048];
+        payload[0] = i;
+        broker::codec::encode(
+            &publish_packet("t", &payload, QoS::AtMostOnce, false, 0),
+            &mut buf,
+        )
+        .unwrap();
+    }
+    publisher.send_bytes(&buf).await;
+    for i in 0..100u8 {
+        assert_eq!(sub.recv_publish().await.payload[0], i);
+    }
+}
