@@ -84,21 +84,19 @@ impl Kind {
 /// The settings both brokers get: no persistence, no logging, queues deep
 /// enough that nothing is dropped, the same inflight window, Nagle off
 /// (our default; Mosquitto's default is on).
-fn config(kind: Kind, port: u16, max_inflight: usize) -> String {
-    let mut c = format!(
+fn config(port: u16, max_inflight: usize) -> String {
+    // Both brokers refuse anonymous clients on a configured listener
+    // unless told otherwise (Mosquitto 2.0 semantics).
+    format!(
         "listener {port} 127.0.0.1\n\
          persistence false\n\
          log_dest none\n\
          set_tcp_nodelay true\n\
          max_queued_messages 10000000\n\
          max_queued_bytes 0\n\
-         max_inflight_messages {max_inflight}\n"
-    );
-    if kind == Kind::Mosquitto {
-        // 2.0 refuses anonymous clients on a configured listener otherwise.
-        c.push_str("allow_anonymous true\n");
-    }
-    c
+         max_inflight_messages {max_inflight}\n\
+         allow_anonymous true\n"
+    )
 }
 
 /// A running broker, killed by PID when dropped.
@@ -111,7 +109,7 @@ impl Broker {
     fn start(kind: Kind, args: &CompareArgs, dir: &Path) -> Result<Broker> {
         let port = free_port()?;
         let conf = dir.join(format!("{}.conf", kind.name()));
-        std::fs::write(&conf, config(kind, port, args.max_inflight))?;
+        std::fs::write(&conf, config(port, args.max_inflight))?;
         let bin = match kind {
             Kind::Ours => &args.ours,
             Kind::Mosquitto => &args.mosquitto,
