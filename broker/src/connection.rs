@@ -22,6 +22,7 @@ use crate::codec::{
 };
 use crate::server::Shared;
 use crate::session::Session;
+use crate::sys;
 use crate::topic;
 
 /// Outbound bytes buffered before the queue stops being drained into the
@@ -64,11 +65,12 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
         },
     };
     let mut rbuf = BytesMut::with_capacity(1024);
+    let mut read = 0;
 
     let first = tokio::select! {
         r = tokio::time::timeout(
             shared.config.connect_timeout,
-            read_packet(&mut stream, &mut rbuf, &mut codec),
+            read_packet(&mut stream, &mut rbuf, &mut codec, &mut read),
         ) => r,
         _ = shutdown.cancelled() => return,
     };
@@ -102,6 +104,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
             return;
         }
     };
+    sys::add(&shared.counters.bytes_received, read);
     serve(stream, rbuf, codec, connect, peer, shared, shutdown).await;
 }
 
@@ -225,7 +228,14 @@ async fn serve(
         connection_id,
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
+        // CONNECT in, CONNACK out.
+        traffic: sys::Pending {
+            messages_received: 1,
+            messages_sent: 1,
+            ..sys::Pending::default()
+        },
     };
+    sys::add(&shared.counters.connections, 1);
     let end = conn
         .run(
             &mut stream,
@@ -242,8 +252,13 @@ async fn serve(
         // Responses (even the CONNACK) may still be buffered when a client
         // pipelines DISCONNECT, or a bad packet, behind other packets: send
         // them. Acknowledgements still waiting for the store are not sent.
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await;
+        if let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await
+        {
+            conn.traffic.bytes_sent += wbuf.len() as u64;
+        }
     }
+    conn.traffic.flush(&shared.counters);
     let end = match end {
         End::Violation(reason) => End::Abnormal(reason),
         end => end,
@@ -285,6 +300,8 @@ struct Connection<'a> {
     deferred: VecDeque<(u64, Packet)>,
     /// The highest durable store ticket, when persistence is on.
     synced: Option<watch::Receiver<u64>>,
+    /// Traffic for `$SYS`, added to the shared counters once per loop turn.
+    traffic: sys::Pending,
 }
 
 impl Connection<'_> {
@@ -313,10 +330,13 @@ impl Connection<'_> {
         let (mut rd, mut wr) = stream.split();
         loop {
             if wbuf.len() < WRITE_HIGH_WATER {
-                self.session
-                    .lock()
-                    .fill(self.connection_id, &limits, wbuf, WRITE_HIGH_WATER);
+                let n =
+                    self.session
+                        .lock()
+                        .fill(self.connection_id, &limits, wbuf, WRITE_HIGH_WATER);
+                self.traffic.published(n);
             }
+            self.traffic.flush(&self.shared.counters);
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
@@ -335,12 +355,16 @@ impl Connection<'_> {
                 }
                 r = wr.write(wbuf), if !wbuf.is_empty() => match r {
                     Ok(0) | Err(_) => return End::Abnormal("write failed".into()),
-                    Ok(n) => wbuf.advance(n),
+                    Ok(n) => {
+                        wbuf.advance(n);
+                        self.traffic.bytes_sent += n as u64;
+                    }
                 },
                 r = rd.read_buf(rbuf), if wbuf.len() < READ_STOP && !store_full => match r {
                     Ok(0) => return End::Abnormal("closed by client".into()),
                     Err(e) => return End::Abnormal(format!("read error: {e}")),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.traffic.bytes_received += n as u64;
                         last_read = Instant::now();
                         if let Err(end) = self.process(rbuf, wbuf, codec) {
                             return end;
@@ -390,6 +414,7 @@ impl Connection<'_> {
 
     fn handle(&mut self, packet: Packet, wbuf: &mut BytesMut) -> Result<(), End> {
         debug!(client = %self.client_id, "received {}", packet.name());
+        self.traffic.received(&packet);
         let shared = self.shared;
         match packet {
             Packet::Publish(p) => self.publish(p, wbuf)?,
@@ -576,13 +601,15 @@ async fn read_packet(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
     codec: &mut Codec,
+    read: &mut u64,
 ) -> Result<Option<Packet>, codec::Error> {
     loop {
         if let Some(p) = codec.decode(rbuf)? {
             return Ok(Some(p));
         }
-        if stream.read_buf(rbuf).await? == 0 {
-            return Ok(None);
+        match stream.read_buf(rbuf).await? {
+            0 => return Ok(None),
+            n => *read += n as u64,
         }
     }
 }
