@@ -22,6 +22,7 @@ use crate::codec::{
 };
 use crate::server::Shared;
 use crate::session::Session;
+use crate::sys;
 use crate::topic;
 
 /// Outbound bytes buffered before the queue stops being drained into the
@@ -64,11 +65,12 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
         },
     };
     let mut rbuf = BytesMut::with_capacity(256);
+    let mut read = 0;
 
     let first = tokio::select! {
         r = tokio::time::timeout(
             shared.config.connect_timeout,
-            read_packet(&mut stream, &mut rbuf, &mut codec),
+            read_packet(&mut stream, &mut rbuf, &mut codec, &mut read),
         ) => r,
         _ = shutdown.cancelled() => return,
     };
@@ -102,6 +104,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
             return;
         }
     };
+    sys::add(&shared.counters.bytes_received, read);
     serve(stream, rbuf, codec, connect, peer, shared, shutdown).await;
 }
 
@@ -225,7 +228,14 @@ async fn serve(
         connection_id,
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
+        // CONNECT in, CONNACK out.
+        traffic: sys::Pending {
+            messages_received: 1,
+            messages_sent: 1,
+            ..sys::Pending::default()
+        },
     };
+    sys::add(&shared.counters.connections, 1);
     let end = conn
         .run(
             &mut stream,
@@ -242,8 +252,13 @@ async fn serve(
         // Responses (even the CONNACK) may still be buffered when a client
         // pipelines DISCONNECT, or a bad packet, behind other packets: send
         // them. Acknowledgements still waiting for the store are not sent.
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await;
+        if let Ok(Ok(())) =
+            tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await
+        {
+            conn.traffic.bytes_sent += wbuf.len() as u64;
+        }
     }
+    conn.traffic.flush(&shared.counters);
     let end = match end {
         End::Violation(reason) => End::Abnormal(reason),
         end => end,
@@ -285,6 +300,8 @@ struct Connection<'a> {
     deferred: VecDeque<(u64, Packet)>,
     /// The highest durable store ticket, when persistence is on.
     synced: Option<watch::Receiver<u64>>,
+    /// Traffic for `$SYS`, added to the shared counters once per loop turn.
+    traffic: sys::Pending,
 }
 
 impl Connection<'_> {
@@ -325,11 +342,13 @@ impl Connection<'_> {
                 } else {
                     0
                 };
+                self.traffic.published(filled);
                 if wbuf.is_empty() {
                     break;
                 }
-                if let Err(end) = write_ready(stream, wbuf) {
-                    return end;
+                match write_ready(stream, wbuf) {
+                    Ok(n) => self.traffic.bytes_sent += n as u64,
+                    Err(end) => return end,
                 }
                 if !wbuf.is_empty() || filled == 0 {
                     // The socket is full (wait for it to drain), or the
@@ -342,6 +361,7 @@ impl Connection<'_> {
                     rounds = 0;
                 }
             }
+            self.traffic.flush(&self.shared.counters);
             // The store is behind: stop reading until it catches up, so
             // its buffer stays bounded.
             let store_full = self.shared.store.as_ref().is_some_and(|s| s.overloaded());
@@ -359,8 +379,9 @@ impl Connection<'_> {
                     if r.is_err() {
                         return End::Abnormal("write failed".into());
                     }
-                    if let Err(end) = write_ready(stream, wbuf) {
-                        return end;
+                    match write_ready(stream, wbuf) {
+                        Ok(n) => self.traffic.bytes_sent += n as u64,
+                        Err(end) => return end,
                     }
                 }
                 // Readiness first, buffer second: an idle connection holds
@@ -374,7 +395,8 @@ impl Connection<'_> {
                     }
                     match stream.try_read_buf(rbuf) {
                         Ok(0) => return End::Abnormal("closed by client".into()),
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.traffic.bytes_received += n as u64;
                             last_read = Instant::now();
                             if let Err(end) = self.process(rbuf, wbuf, codec) {
                                 return end;
@@ -432,6 +454,7 @@ impl Connection<'_> {
 
     fn handle(&mut self, packet: Packet, wbuf: &mut BytesMut) -> Result<(), End> {
         debug!(client = %self.client_id, "received {}", packet.name());
+        self.traffic.received(&packet);
         let shared = self.shared;
         match packet {
             Packet::Publish(p) => self.publish(p, wbuf)?,
@@ -593,17 +616,22 @@ impl Connection<'_> {
 
 /// Writes as much of `wbuf` as the socket takes now; an emptied buffer is
 /// released so that idle connections hold none.
-fn write_ready(stream: &TcpStream, wbuf: &mut BytesMut) -> Result<(), End> {
+/// Returns the number of bytes written.
+fn write_ready(stream: &TcpStream, wbuf: &mut BytesMut) -> Result<usize, End> {
+    let mut written = 0;
     while !wbuf.is_empty() {
         match stream.try_write(wbuf) {
             Ok(0) => return Err(End::Abnormal("write failed".into())),
-            Ok(n) => wbuf.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Ok(n) => {
+                wbuf.advance(n);
+                written += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(written),
             Err(e) => return Err(End::Abnormal(format!("write failed: {e}"))),
         }
     }
     *wbuf = BytesMut::new();
-    Ok(())
+    Ok(written)
 }
 
 /// Waits for the next durable-ticket change (pending forever without a
@@ -633,13 +661,15 @@ async fn read_packet(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
     codec: &mut Codec,
+    read: &mut u64,
 ) -> Result<Option<Packet>, codec::Error> {
     loop {
         if let Some(p) = codec.decode(rbuf)? {
             return Ok(Some(p));
         }
-        if stream.read_buf(rbuf).await? == 0 {
-            return Ok(None);
+        match stream.read_buf(rbuf).await? {
+            0 => return Ok(None),
+            n => *read += n as u64,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`router`]: sessions, subscriptions, retained: who gets a publish.
 //! - [`connection`]: one client's handshake and `select!` loop.
 //! - [`server`]: accept loop, limits, shutdown.
+//! - [`sys`]: the `$SYS/broker/...` publisher and its traffic counters.
 //! - [`config`]: typed configuration and the mosquitto.conf reader.
 //! - [`auth`]: password file and ACL file checks.
 //! - [`passwd`]: the `broker passwd` subcommand (mosquitto_passwd).
@@ -23,6 +24,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod sys;
 pub mod topic;
 pub mod trie;
 

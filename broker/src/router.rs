@@ -91,6 +91,8 @@ pub struct Stats {
     pub published: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Persistent sessions removed by [`Router::expire`] (`$SYS`).
+    pub expired: u64,
 }
 
 #[derive(Default)]
@@ -363,6 +365,7 @@ impl Router {
             if let Some(entry) = self.sessions.remove(client) {
                 tracing::info!("Expiring client {client} due to timeout.");
                 self.drop_entry(entry);
+                self.stats.expired += 1;
             }
         }
         expired.len()
@@ -376,6 +379,33 @@ impl Router {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
+    }
+
+    /// Number of sessions with a connection attached (`$SYS`; a scan,
+    /// called once per `sys_interval`).
+    pub fn connected_count(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|e| e.connection.is_some())
+            .count()
+    }
+
+    /// Number of subscriptions, (client, filter) pairs; the trie counts
+    /// them as they are added and removed.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Messages queued or in flight over all sessions (`$SYS`; a scan that
+    /// locks each session, called once per `sys_interval`).
+    pub fn queued_count(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|e| {
+                let state = e.session.lock();
+                state.queue.len() + state.inflight.len()
+            })
+            .sum()
     }
 
     /// Adds subscriptions for `session` and queues the retained messages

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::router::Router;
 use crate::store::{self, Durability, Store};
+use crate::sys;
 
 /// State shared by every connection task.
 pub struct Shared {
@@ -35,6 +36,8 @@ pub struct Shared {
     /// Passwords and ACLs; replaced as a whole on SIGHUP when the files
     /// load, left as they were when they do not.
     auth: RwLock<Arc<Auth>>,
+    /// Traffic counters for `$SYS`, bumped by the connection tasks.
+    pub counters: sys::Counters,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             id_salt,
             store,
             auth: RwLock::new(Arc::new(auth)),
+            counters: sys::Counters::default(),
         }
     }
 
@@ -164,6 +168,10 @@ pub async fn run_with_reload(
     if let Some(max_age) = shared.config.persistent_client_expiration {
         tracker.spawn(expire_sessions(shared.clone(), max_age, shutdown.clone()));
     }
+    if !shared.config.sys_interval.is_zero() {
+        let interval = shared.config.sys_interval;
+        tracker.spawn(sys::run(shared.clone(), interval, shutdown.clone()));
+    }
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;
@@ -246,6 +254,7 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => {
                 backoff = Duration::from_millis(1);
+                sys::add(&shared.counters.sockets, 1);
                 a
             }
             Err(e) => {
