@@ -18,8 +18,9 @@ use tracing::{debug, info};
 
 use crate::codec::{
     self, ByteStr, Codec, ConnAck, Connect, ConnectReturnCode, LastWill, Packet, Protocol, Publish,
-    QoS, SubAck,
+    QoS, SubAck, SubackCode,
 };
+use crate::log;
 use crate::server::Shared;
 use crate::session::Session;
 use crate::sys;
@@ -42,13 +43,49 @@ enum End {
     Disconnect,
     /// Socket closed, protocol error, keepalive, takeover: the will is
     /// published [MQTT-3.1.2-8].
-    Abnormal(String),
-    /// A protocol violation [MQTT-4.8.0-1]: like `Abnormal`, but what the
-    /// broker already owes the client (CONNACK, SUBACK...) is sent first,
-    /// as Mosquitto does.
+    Abnormal(Lost),
+    /// A protocol violation [MQTT-4.8.0-1], naming the rule broken: like
+    /// `Abnormal`, but what the broker already owes the client (CONNACK,
+    /// SUBACK...) is sent first, as Mosquitto does.
     Violation(String),
     /// Broker shutting down.
     Shutdown,
+}
+
+/// How a connection was lost without DISCONNECT; each has Mosquitto's
+/// log line.
+#[derive(Debug)]
+enum Lost {
+    /// The client closed the socket.
+    Closed,
+    /// Nothing read for 1.5 x keepalive [MQTT-3.1.2-24].
+    KeepAlive,
+    /// A new connection with the same client id [MQTT-3.1.4-2]; the new
+    /// connection logs it.
+    TakenOver,
+    /// A read or write failed.
+    Socket(String),
+    /// A protocol violation, naming the rule broken.
+    Protocol(String),
+    /// The store stopped (the broker is failing).
+    Store,
+}
+
+impl Lost {
+    /// Mosquitto's words for this end of client `id`'s connection; `None`
+    /// for a takeover, logged when it happens.
+    fn message(&self, id: &str) -> Option<String> {
+        Some(match self {
+            Lost::Closed => format!("Client {id} closed its connection."),
+            Lost::KeepAlive => format!("Client {id} has exceeded timeout, disconnecting."),
+            Lost::TakenOver => return None,
+            Lost::Socket(e) => format!("Socket error on client {id}, disconnecting ({e})."),
+            Lost::Protocol(what) => {
+                format!("Client {id} disconnected due to protocol error: {what}.")
+            }
+            Lost::Store => format!("Client {id} disconnected: the store has stopped."),
+        })
+    }
 }
 
 /// Serves one accepted socket until it closes.
@@ -57,6 +94,10 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
+    if shared.config.connection_messages {
+        let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        info!("New connection from {peer} on port {port}.");
+    }
     let mut codec = Codec {
         max_packet_size: if shared.config.max_packet_size == 0 {
             codec::MAX_REMAINING_LENGTH + 5
@@ -165,11 +206,9 @@ async fn serve(
     if let Err(refusal) =
         auth.authenticate(connect.username.as_deref(), connect.password.as_deref())
     {
+        debug!(client = %connect.client_id, %peer, "not authorised: {refusal}");
         if config.connection_messages {
-            info!(
-                "Client {} from {peer} disconnected, not authorised ({refusal}).",
-                connect.client_id
-            );
+            info!("Client {} disconnected, not authorised.", connect.client_id);
         }
         let code = match refusal.return_code() {
             4 => ConnectReturnCode::BadUserNameOrPassword,
@@ -191,13 +230,23 @@ async fn serve(
     );
     if let Some(old) = attached.taken_over {
         // [MQTT-3.1.4-2]: the existing client is disconnected.
+        if config.connection_messages {
+            info!(
+                "Client {} already connected, closing old connection.",
+                connect.client_id
+            );
+        }
         old.cancel();
     }
     let session = attached.session;
     session.set_username(connect.username.as_deref().map(Arc::from));
     if config.connection_messages {
+        let user = match &connect.username {
+            Some(u) => format!(", u'{u}'"),
+            None => String::new(),
+        };
         info!(
-            "New client connected from {peer} as {} (p{}, c{}, k{}).",
+            "New client connected from {peer} as {} (p{}, c{}, k{}{user}).",
             connect.client_id,
             match connect.protocol {
                 Protocol::V31 => 1,
@@ -260,11 +309,10 @@ async fn serve(
     }
     conn.traffic.flush(&shared.counters);
     let end = match end {
-        End::Violation(reason) => End::Abnormal(reason),
+        End::Violation(what) => End::Abnormal(Lost::Protocol(what)),
         end => end,
     };
-    if let End::Abnormal(reason) = &end {
-        debug!(client = %connect.client_id, "connection lost: {reason}");
+    if let End::Abnormal(_) = &end {
         if let Some(will) = conn.will.take() {
             conn.publish_will(will);
         }
@@ -272,16 +320,17 @@ async fn serve(
     shared
         .router()
         .disconnect(&connect.client_id, connection_id);
-    if config.connection_messages {
-        match end {
-            End::Disconnect => info!("Client {} disconnected.", connect.client_id),
-            End::Abnormal(reason) => {
-                info!(
-                    "Client {} closed its connection ({reason}).",
-                    connect.client_id
-                )
-            }
-            End::Shutdown | End::Violation(_) => {}
+    let message = match &end {
+        End::Disconnect => Some(format!("Client {} disconnected.", connect.client_id)),
+        End::Abnormal(lost) => lost.message(&connect.client_id),
+        End::Shutdown | End::Violation(_) => None,
+    };
+    if let Some(message) = message {
+        // Without connection messages the reason still reaches debug.
+        if config.connection_messages {
+            info!("{message}");
+        } else {
+            debug!("{message}");
         }
     }
 }
@@ -372,12 +421,12 @@ impl Connection<'_> {
                     return if shutdown.is_cancelled() {
                         End::Shutdown
                     } else {
-                        End::Abnormal("taken over by a new connection".into())
+                        End::Abnormal(Lost::TakenOver)
                     };
                 }
                 r = stream.writable(), if !wbuf.is_empty() => {
-                    if r.is_err() {
-                        return End::Abnormal("write failed".into());
+                    if let Err(e) = r {
+                        return End::Abnormal(Lost::Socket(format!("write: {e}")));
                     }
                     match write_ready(stream, wbuf) {
                         Ok(n) => self.traffic.bytes_sent += n as u64,
@@ -388,13 +437,13 @@ impl Connection<'_> {
                 // no read buffer while it waits.
                 r = stream.readable(), if wbuf.len() < READ_STOP && !store_full => {
                     if let Err(e) = r {
-                        return End::Abnormal(format!("read error: {e}"));
+                        return End::Abnormal(Lost::Socket(format!("read: {e}")));
                     }
                     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                         rbuf.reserve(READ_CHUNK);
                     }
                     match stream.try_read_buf(rbuf) {
-                        Ok(0) => return End::Abnormal("closed by client".into()),
+                        Ok(0) => return End::Abnormal(Lost::Closed),
                         Ok(n) => {
                             self.traffic.bytes_received += n as u64;
                             last_read = Instant::now();
@@ -408,13 +457,17 @@ impl Connection<'_> {
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return End::Abnormal(format!("read error: {e}")),
+                        // A reset is how many clients close: Mosquitto says "closed".
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return End::Abnormal(Lost::Closed)
+                        }
+                        Err(e) => return End::Abnormal(Lost::Socket(format!("read: {e}"))),
                     }
                 }
                 _ = self.session.notify.notified() => {}
                 r = changed(&mut self.synced), if deferred => {
                     if r.is_err() {
-                        return End::Abnormal("store closed".into());
+                        return End::Abnormal(Lost::Store);
                     }
                     self.release(wbuf);
                 }
@@ -422,7 +475,7 @@ impl Connection<'_> {
                 _ = &mut keepalive, if keep_alive > 0 => {
                     let due = last_read + grace;
                     if Instant::now() >= due {
-                        return End::Abnormal("keepalive timeout".into());
+                        return End::Abnormal(Lost::KeepAlive);
                     }
                     keepalive.as_mut().reset(due);
                 }
@@ -446,7 +499,7 @@ impl Connection<'_> {
                     // [MQTT-4.8.0-1]: close the connection on a protocol
                     // violation; nobody else is affected.
                     debug!(client = %self.client_id, peer = self.peer, "protocol error: {e}");
-                    return Err(End::Violation(format!("protocol error: {e}")));
+                    return Err(End::Violation(e.to_string()));
                 }
             }
         }
@@ -487,6 +540,13 @@ impl Connection<'_> {
                     }
                     refused
                 });
+                // `log_type subscribe`: "CLIENT QOS FILTER" for each granted
+                // filter, as Mosquitto.
+                for ((filter, _), code) in s.filters.iter().zip(&codes) {
+                    if let SubackCode::Success(qos) = code {
+                        info!(target: log::SUBSCRIBE, "{} {} {filter}", self.client_id, *qos as u8);
+                    }
+                }
                 push(
                     wbuf,
                     &Packet::SubAck(SubAck {
@@ -496,6 +556,9 @@ impl Connection<'_> {
                 );
             }
             Packet::Unsubscribe(u) => {
+                for filter in &u.filters {
+                    info!(target: log::UNSUBSCRIBE, "{} {filter}", self.client_id);
+                }
                 shared.router().unsubscribe(self.session, &u.filters);
                 // [MQTT-3.10.4-4], [MQTT-3.10.4-5]: UNSUBACK even when
                 // nothing matched.
@@ -509,16 +572,13 @@ impl Connection<'_> {
             }
             Packet::Connect(_) => {
                 // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
-                return Err(End::Violation("protocol error: second CONNECT".into()));
+                return Err(End::Violation("second CONNECT".into()));
             }
             p @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp) => {
-                return Err(End::Violation(format!(
-                    "protocol error: {} from a client",
-                    p.name()
-                )));
+                return Err(End::Violation(format!("{} from a client", p.name())));
             }
         }
         Ok(())
@@ -526,7 +586,7 @@ impl Connection<'_> {
 
     fn publish(&mut self, p: Publish, wbuf: &mut BytesMut) -> Result<(), End> {
         if let Err(e) = topic::validate_name(&p.topic) {
-            return Err(End::Violation(format!("topic refused: {e}")));
+            return Err(End::Violation(format!("invalid topic name: {e}")));
         }
         let limit = self.shared.config.message_size_limit;
         // Clients may not publish to `$` topics; oversized messages are
@@ -621,13 +681,13 @@ fn write_ready(stream: &TcpStream, wbuf: &mut BytesMut) -> Result<usize, End> {
     let mut written = 0;
     while !wbuf.is_empty() {
         match stream.try_write(wbuf) {
-            Ok(0) => return Err(End::Abnormal("write failed".into())),
+            Ok(0) => return Err(End::Abnormal(Lost::Closed)),
             Ok(n) => {
                 wbuf.advance(n);
                 written += n;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(written),
-            Err(e) => return Err(End::Abnormal(format!("write failed: {e}"))),
+            Err(e) => return Err(End::Abnormal(Lost::Socket(format!("write: {e}")))),
         }
     }
     *wbuf = BytesMut::new();

@@ -13,11 +13,13 @@
 //! - [`config`]: typed configuration and the mosquitto.conf reader.
 //! - [`auth`]: password file and ACL file checks.
 //! - [`passwd`]: the `broker passwd` subcommand (mosquitto_passwd).
+//! - [`log`]: `log_type` categories, line layout, dropped-line count.
 
 pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod log;
 pub mod passwd;
 pub mod retain;
 pub mod router;

@@ -117,8 +117,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         })?,
         None => (Config::default(), Vec::new()),
     };
+    let _guards = init_logging(&config, args.verbose)?;
     config.verbose |= args.verbose;
-    let _guards = init_logging(&config)?;
 
     let local_only = config.listeners.is_empty();
     if !args.ports.is_empty() {
@@ -169,8 +169,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let reload = Arc::new(Notify::new());
         tokio::spawn(signals(shutdown.clone(), reload.clone()));
+        tokio::spawn(async {
+            // Dropped log lines are reported once a minute, and at exit.
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                broker::log::report_dropped();
+            }
+        });
         broker::server::run_with_reload(listeners, config, shutdown, reload).await?;
         info!("broker version {} terminating", env!("CARGO_PKG_VERSION"));
+        broker::log::report_dropped();
         anyhow::Ok(())
     })
 }
@@ -259,19 +268,37 @@ async fn signals(shutdown: CancellationToken, reload: Arc<Notify>) {
     shutdown.cancel();
 }
 
-/// Sets up logging to the configured destinations. Writes go through
-/// non-blocking writers that drop lines when a destination cannot keep up:
-/// a pipe nobody reads never stalls the broker.
+/// Sets up logging to the configured destinations, with Mosquitto's
+/// `log_type` categories and line layout (see `broker::log`); `BROKER_LOG`
+/// (an `EnvFilter` directive) replaces the categories. Writes go through
+/// non-blocking writers that drop lines, and count them, when a destination
+/// cannot keep up: a pipe nobody reads never stalls the broker.
 fn init_logging(
     config: &Config,
+    verbose: bool,
 ) -> anyhow::Result<Vec<tracing_appender::non_blocking::WorkerGuard>> {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    use broker::log::{Categories, LineFormat, Timestamp};
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{filter, Layer};
+
+    let timestamp =
+        Timestamp::from_config(config.log_timestamp, config.log_timestamp_format.as_deref())
+            .map_err(anyhow::Error::msg)?;
+    let categories = Categories::select(&config.log_types, verbose);
+    let env = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG").ok();
+    if env.is_none() && categories.is_none() {
+        // `log_type none`: no destination is even opened.
+        return Ok(Vec::new());
+    }
     let mut dests = config.log_dest.clone();
     if dests.is_empty() {
         dests.push(LogDest::Stderr);
     }
     let mut guards = Vec::new();
     let mut writers = Vec::new();
+    let mut counters = Vec::new();
     for dest in &dests {
         let (writer, guard) = match dest {
             LogDest::None => continue,
@@ -291,22 +318,28 @@ fn init_logging(
                 tracing_appender::non_blocking(file)
             }
         };
+        counters.push(writer.error_counter());
         writers.push(writer);
         guards.push(guard);
     }
-    let level = if config.verbose { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BROKER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("broker={level},{level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(false);
+    broker::log::count_drops(counters);
     let mut iter = writers.into_iter();
-    match (iter.next(), iter.next(), iter.next()) {
-        (None, _, _) => {}
-        (Some(a), None, _) => builder.with_writer(a).init(),
-        (Some(a), Some(b), None) => builder.with_writer(a.and(b)).init(),
-        (Some(a), Some(b), Some(c)) => builder.with_writer(a.and(b).and(c)).init(),
+    let writer = match (iter.next(), iter.next(), iter.next()) {
+        (None, _, _) => return Ok(guards),
+        (Some(a), None, _) => BoxMakeWriter::new(a),
+        (Some(a), Some(b), None) => BoxMakeWriter::new(a.and(b)),
+        (Some(a), Some(b), Some(c)) => BoxMakeWriter::new(a.and(b).and(c)),
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .event_format(LineFormat { timestamp })
+        .with_ansi(false)
+        .with_writer(writer);
+    let registry = tracing_subscriber::registry();
+    match env {
+        Some(env) => registry.with(layer.with_filter(env)).init(),
+        None => registry
+            .with(layer.with_filter(filter::filter_fn(move |meta| categories.enabled(meta))))
+            .init(),
     }
     Ok(guards)
 }
