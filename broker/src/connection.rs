@@ -109,10 +109,13 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
     let mut read = 0;
 
     let first = tokio::select! {
-        r = tokio::time::timeout(
+        // Boxed here and below: these awaits happen once per connection,
+        // and inline they would size every connection's task for them
+        // (measured: 3.3 KiB per idle connection before, see RESULTS.md).
+        r = Box::pin(tokio::time::timeout(
             shared.config.connect_timeout,
             read_packet(&mut stream, &mut rbuf, &mut codec, &mut read),
-        ) => r,
+        )) => r,
         _ = shutdown.cancelled() => return,
     };
     let connect = match first {
@@ -120,13 +123,13 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
         Ok(Err(codec::Error::UnsupportedProtocol { name, level })) => {
             // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
             debug!(%peer, "unsupported protocol {name:?} level {level}");
-            let _ = write_packet(
+            let _ = Box::pin(write_packet(
                 &mut stream,
                 &Packet::ConnAck(ConnAck {
                     session_present: false,
                     code: ConnectReturnCode::UnacceptableProtocolVersion,
                 }),
-            )
+            ))
             .await;
             return;
         }
@@ -171,10 +174,10 @@ async fn serve(
             || connect.protocol == Protocol::V31
             || !config.allow_zero_length_clientid
         {
-            let _ = write_packet(
+            let _ = Box::pin(write_packet(
                 &mut stream,
                 &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
-            )
+            ))
             .await;
             return;
         }
@@ -187,10 +190,10 @@ async fn serve(
     if let Some(max) = config.max_keepalive {
         if connect.keep_alive == 0 || connect.keep_alive > max {
             debug!(%peer, "keepalive {} refused (max_keepalive {max})", connect.keep_alive);
-            let _ = write_packet(
+            let _ = Box::pin(write_packet(
                 &mut stream,
                 &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
-            )
+            ))
             .await;
             return;
         }
@@ -214,7 +217,7 @@ async fn serve(
             4 => ConnectReturnCode::BadUserNameOrPassword,
             _ => ConnectReturnCode::NotAuthorized,
         };
-        let _ = write_packet(&mut stream, &Packet::ConnAck(refuse(code))).await;
+        let _ = Box::pin(write_packet(&mut stream, &Packet::ConnAck(refuse(code)))).await;
         return;
     }
     drop(auth);
@@ -301,8 +304,11 @@ async fn serve(
         // Responses (even the CONNACK) may still be buffered when a client
         // pipelines DISCONNECT, or a bad packet, behind other packets: send
         // them. Acknowledgements still waiting for the store are not sent.
-        if let Ok(Ok(())) =
-            tokio::time::timeout(Duration::from_secs(1), stream.write_all(&wbuf)).await
+        if let Ok(Ok(())) = Box::pin(tokio::time::timeout(
+            Duration::from_secs(1),
+            stream.write_all(&wbuf),
+        ))
+        .await
         {
             conn.traffic.bytes_sent += wbuf.len() as u64;
         }
