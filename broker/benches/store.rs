@@ -175,9 +175,15 @@ fn startup(count: usize) {
     let fill = fill.elapsed();
     let start = Instant::now();
     let (store, recovered) = Store::open(&path, Durability::Sync, false).unwrap();
+    let opened = start.elapsed();
     let loaded = recovered.retained.len();
     let router = broker::router::Router::with_store(store.clone(), recovered, Default::default());
     let elapsed = start.elapsed();
+    println!(
+        "  store open + read: {:.0} ms, router build: {:.0} ms",
+        opened.as_secs_f64() * 1000.0,
+        (elapsed - opened).as_secs_f64() * 1000.0
+    );
     assert_eq!(loaded, count);
     assert_eq!(router.retained_count(), count);
     store.close();
@@ -200,7 +206,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        for (name, persistence, sync_ms, retained) in [
+        let only_startup = std::env::var("BENCH_STORE_ONLY_STARTUP").is_ok();
+    for (name, persistence, sync_ms, retained) in [
             (
                 "queue for offline persistent session, no persistence",
                 false,
@@ -233,6 +240,9 @@ fn main() {
                 true,
             ),
         ] {
+            if only_startup {
+                break;
+            }
             let dir = tempfile::tempdir().unwrap();
             scenario(name, dir.path(), persistence, sync_ms, retained).await;
         }
