@@ -207,7 +207,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let only_startup = std::env::var("BENCH_STORE_ONLY_STARTUP").is_ok();
-    for (name, persistence, sync_ms, retained) in [
+        for (name, persistence, sync_ms, retained) in [
             (
                 "queue for offline persistent session, no persistence",
                 false,

@@ -17,7 +17,7 @@ const USAGE: &str = "\
 broker: an MQTT 3.1.1 / 3.1 broker, a drop-in replacement for mosquitto.
 
 Usage: broker [-c config_file] [-p port] [-v]
-       broker check [-h host] [-p port]
+       broker check [-h host] [-p port] [-u user -P password]
        broker -h | --help | --version
 
  -c : read configuration from a mosquitto.conf file.
@@ -344,15 +344,22 @@ fn init_logging(
     Ok(guards)
 }
 
-/// `broker check`: CONNECT, expect CONNACK 0, DISCONNECT.
+/// `broker check [-h HOST] [-p PORT] [-u USER -P PASSWORD]`: CONNECT,
+/// read the CONNACK, DISCONNECT. Without credentials any CONNACK means the
+/// broker is up and speaking MQTT (a broker that refuses anonymous clients
+/// is still healthy); with them, only acceptance counts.
 fn check(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let mut host = "127.0.0.1".to_owned();
     let mut port = 1883;
+    let mut username = None;
+    let mut password = None;
     while let Some(a) = argv.next() {
         match a.as_str() {
             "-h" => host = argv.next().context("-h needs a host")?,
             "-p" => port = parse_port(argv.next())?,
+            "-u" => username = Some(argv.next().context("-u needs a user name")?),
+            "-P" => password = Some(argv.next().context("-P needs a password")?),
             other => bail!("unknown option {other:?}"),
         }
     }
@@ -363,6 +370,7 @@ fn check(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot connect to {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
+    let strict = username.is_some();
     let mut buf = bytes::BytesMut::new();
     broker::codec::encode(
         &broker::codec::Packet::Connect(broker::codec::Connect {
@@ -371,8 +379,8 @@ fn check(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
             keep_alive: 10,
             client_id: broker::codec::ByteStr::from(""),
             will: None,
-            username: None,
-            password: None,
+            username: username.map(broker::codec::ByteStr::from),
+            password: password.map(bytes::Bytes::from),
         }),
         &mut buf,
     )?;
@@ -382,6 +390,10 @@ fn check(mut argv: impl Iterator<Item = String>) -> anyhow::Result<()> {
     s.read_exact(&mut connack).context("no CONNACK")?;
     match connack {
         [0x20, 0x02, _, 0] => Ok(()),
+        [0x20, 0x02, _, code] if !strict => {
+            eprintln!("broker is up; it refused this anonymous connection (return code {code})");
+            Ok(())
+        }
         [0x20, 0x02, _, code] => bail!("connection refused with return code {code}"),
         other => bail!("unexpected reply {other:?}"),
     }

@@ -266,3 +266,26 @@ async fn sighup_reloads_passwords_and_keeps_old_rules_on_a_bad_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn check_subcommand_works_with_authentication_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::with_config(secured(dir.path(), None)).await;
+    let port = b.addr.port().to_string();
+    let check = |extra: &'static [&'static str]| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+                .args(["check", "-h", "127.0.0.1", "-p", &port])
+                .args(extra)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        })
+    };
+    // A container health check without credentials: the broker answered.
+    assert!(check(&[]).await.unwrap());
+    assert!(check(&["-u", "alice", "-P", "secret"]).await.unwrap());
+    assert!(!check(&["-u", "alice", "-P", "wrong"]).await.unwrap());
+}
