@@ -199,51 +199,25 @@ async fn retained_messages_are_filtered_by_read_access() {
 #[tokio::test]
 async fn sighup_reloads_passwords_and_keeps_old_rules_on_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let pw = dir.path().join("passwd");
     std::fs::write(&pw, password_line("alice", "one")).unwrap();
     let acl = dir.path().join("acl");
     std::fs::write(&acl, "user alice\ntopic readwrite #\n").unwrap();
-    let conf = dir.path().join("b.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
-            pw.display(),
-            acl.display()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
-        .arg("-c")
-        .arg(&conf)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+        pw.display(),
+        acl.display()
+    );
+    let mut broker = Proc::with_config(dir.path(), &config, port).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     assert_eq!(
         connack(addr, Some("alice"), Some("one")).await,
         ConnectReturnCode::Accepted
     );
 
-    let hup = |pid: u32| {
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
     std::fs::write(&pw, password_line("alice", "two")).unwrap();
-    hup(child.id());
+    broker.signal("-HUP");
     let deadline = Instant::now() + TIMEOUT;
     while connack(addr, Some("alice"), Some("two")).await != ConnectReturnCode::Accepted {
         assert!(Instant::now() < deadline, "reload did not take effect");
@@ -256,15 +230,16 @@ async fn sighup_reloads_passwords_and_keeps_old_rules_on_a_bad_file() {
 
     // A broken ACL file on reload: the old rules stay, the broker lives.
     std::fs::write(&acl, "bogus line here\n").unwrap();
-    hup(child.id());
+    broker.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "broker still running");
+    assert!(
+        broker.0.try_wait().unwrap().is_none(),
+        "broker still running"
+    );
     assert_eq!(
         connack(addr, Some("alice"), Some("two")).await,
         ConnectReturnCode::Accepted
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]

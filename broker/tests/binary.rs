@@ -3,78 +3,11 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use broker::codec::{Packet, QoS};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_broker");
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker process, killed by PID on drop if still running.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "broker did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = p.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(p: &Proc, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
 
 #[test]
 fn help_and_version() {
@@ -148,14 +81,14 @@ fn a_config_under_config_instead_of_conf_is_named() {
 async fn sigterm_and_sigint_stop_the_broker_promptly() {
     for sig in ["-TERM", "-INT"] {
         let port = free_port();
-        let mut p = spawn(&["-p", &port.to_string()]);
+        let mut p = Proc::spawn(&["-p", &port.to_string()]);
         wait_listening(port).await;
         // A connected client does not hold the broker up.
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut c = Raw::connect(addr, "c", true).await;
         c.subscribe(1, &[("t", QoS::AtMostOnce)]).await;
-        signal(&p, sig);
-        let status = wait_exit(&mut p, Duration::from_secs(2));
+        p.signal(sig);
+        let status = p.wait_exit(Duration::from_secs(2));
         assert!(status.success(), "{sig}: {status:?}");
         c.expect_closed().await;
     }
@@ -164,15 +97,15 @@ async fn sigterm_and_sigint_stop_the_broker_promptly() {
 #[tokio::test]
 async fn local_only_mode_and_check_subcommand() {
     let port = free_port();
-    let mut p = spawn(&["-p", &port.to_string()]);
+    let mut p = Proc::spawn(&["-p", &port.to_string()]);
     wait_listening(port).await;
     let out = Command::new(BIN)
         .args(["check", "-h", "127.0.0.1", "-p", &port.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    signal(&p, "-TERM");
-    wait_exit(&mut p, Duration::from_secs(2));
+    p.signal("-TERM");
+    p.wait_exit(Duration::from_secs(2));
     let mut stderr = String::new();
     std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("local only mode"), "{stderr}");
@@ -200,14 +133,14 @@ async fn config_file_listener_and_log_file() {
         ),
     )
     .unwrap();
-    let mut p = spawn(&["-c", conf.to_str().unwrap()]);
+    let mut p = Proc::spawn(&["-c", conf.to_str().unwrap()]);
     wait_listening(port).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = Raw::connect(addr, "logged-client", true).await;
     c.send(&Packet::Disconnect).await;
     c.expect_closed().await;
-    signal(&p, "-TERM");
-    wait_exit(&mut p, Duration::from_secs(2));
+    p.signal("-TERM");
+    p.wait_exit(Duration::from_secs(2));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("as logged-client"), "{text}");
 }
@@ -235,7 +168,7 @@ async fn an_unread_log_pipe_never_stalls_the_broker() {
     // -v logs every packet to stderr; nobody reads the pipe. Once the pipe
     // (64 KiB) is full, lines are dropped instead of blocking.
     let port = free_port();
-    let _p = spawn(&["-v", "-p", &port.to_string()]);
+    let _p = Proc::spawn(&["-v", "-p", &port.to_string()]);
     wait_listening(port).await;
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut c = Raw::connect(addr, "chatty", true).await;

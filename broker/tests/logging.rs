@@ -4,29 +4,19 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker::codec::{ByteStr, Packet, QoS, Subscribe, Unsubscribe};
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_broker");
-
 /// A broker process writing to a log file; killed by PID on drop.
 struct Logged {
-    child: Child,
+    _proc: Proc,
     addr: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Logged {
@@ -35,37 +25,15 @@ impl Logged {
     async fn start(extra: &str) -> Logged {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("broker.log");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.path().join("broker.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest file {}\n{extra}\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .arg("-c")
-            .arg(&conf)
-            .env_remove("BROKER_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + TIMEOUT;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "broker did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let port = free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest file {}\n{extra}\n",
+            log.display()
+        );
+        let proc = Proc::with_config(dir.path(), &config, port).await;
         Logged {
-            child,
-            addr,
+            _proc: proc,
+            addr: ([127, 0, 0, 1], port).into(),
             log,
             _dir: dir,
         }

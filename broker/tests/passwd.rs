@@ -3,7 +3,9 @@
 //! accepted by [`broker::auth::PasswordFile`]. Mosquitto must be installed (CI
 //! installs it); a missing binary fails the test with a message saying so.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -59,14 +61,6 @@ impl Drop for Mosquitto {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_mosquitto(dir: &Path, password_file: &Path) -> Mosquitto {
     assert!(
         Path::new(MOSQUITTO).exists(),
@@ -74,7 +68,7 @@ fn start_mosquitto(dir: &Path, password_file: &Path) -> Mosquitto {
     );
     // A port freed just before can be taken by someone else: retry.
     for _ in 0..5 {
-        let port = free_port();
+        let port = common::free_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,

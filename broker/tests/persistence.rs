@@ -217,53 +217,12 @@ async fn relaxed_durability_acknowledges_and_still_persists() {
 
 // ---- the real binary, killed hard ----
 
-const BIN: &str = env!("CARGO_BIN_EXE_broker");
-
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_binary(dir: &Path, port: u16) -> Proc {
-    let conf = dir.join("broker.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\nlog_dest none\nmax_queued_messages 100000\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let p = Proc(
-        std::process::Command::new(BIN)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\nlog_dest none\nmax_queued_messages 100000\n",
+        dir.join("data").display()
     );
-    let deadline = Instant::now() + TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "broker did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    p
+    Proc::with_config(dir, &config, port).await
 }
 
 /// Pseudo-random delay without a dependency: the clock's nanoseconds.

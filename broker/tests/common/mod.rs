@@ -241,3 +241,96 @@ pub fn publish_packet(topic: &str, payload: &[u8], qos: QoS, retain: bool, pkid:
         payload: Bytes::copy_from_slice(payload),
     })
 }
+
+/// The broker binary of this package.
+pub const BIN: &str = env!("CARGO_BIN_EXE_broker");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker process, killed by its PID on drop if still running.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Runs the broker with `args`; stderr piped, stdout discarded.
+    pub fn spawn(args: &[&str]) -> Proc {
+        Proc(
+            std::process::Command::new(BIN)
+                .args(args)
+                .env_remove("BROKER_LOG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Writes `config` to `dir/broker.conf`, runs the broker with it
+    /// (output discarded) and waits until it listens on `port`.
+    pub async fn with_config(dir: &std::path::Path, config: &str, port: u16) -> Proc {
+        let conf = dir.join("broker.conf");
+        std::fs::write(&conf, config).unwrap();
+        let p = Proc(
+            std::process::Command::new(BIN)
+                .arg("-c")
+                .arg(&conf)
+                .env_remove("BROKER_LOG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(port).await;
+        p
+    }
+
+    /// Sends a signal (`-TERM`, `-HUP`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Waits (bounded) until something listens on 127.0.0.1:`port`.
+pub async fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
