@@ -52,9 +52,7 @@ async fn qos2_outbound_handshake() {
         .await;
     let p = sub.recv_publish().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
-    sub.send(&Packet::PubRec(p.pkid)).await;
-    assert_eq!(sub.recv().await, Some(Packet::PubRel(p.pkid)));
-    sub.send(&Packet::PubComp(p.pkid)).await;
+    sub.ack(&p).await;
     sub.expect_quiet().await;
 }
 
@@ -107,9 +105,7 @@ async fn overlapping_subscriptions_deliver_one_copy_at_highest_qos() {
         .await;
     let p = sub.recv_publish().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
-    sub.send(&Packet::PubRec(p.pkid)).await;
-    assert_eq!(sub.recv().await, Some(Packet::PubRel(p.pkid)));
-    sub.send(&Packet::PubComp(p.pkid)).await;
+    sub.ack(&p).await;
     sub.expect_quiet().await;
 }
 

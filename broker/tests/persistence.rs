@@ -80,9 +80,7 @@ async fn persistent_session_subscriptions_and_queue_survive_restart() {
     }
     let m = c.recv_publish().await;
     assert_eq!((&m.payload[..], m.qos), (&b"after"[..], QoS::ExactlyOnce));
-    c.send(&Packet::PubRec(m.pkid)).await;
-    assert_eq!(c.recv().await, Some(Packet::PubRel(m.pkid)));
-    c.send(&Packet::PubComp(m.pkid)).await;
+    c.ack(&m).await;
     c.send(&Packet::Disconnect).await;
     c.expect_closed().await;
 

@@ -164,6 +164,20 @@ impl Raw {
         }
     }
 
+    /// Completes the subscriber's side of a delivery: PUBACK for QoS 1;
+    /// PUBREC, the broker's PUBREL, PUBCOMP for QoS 2 [MQTT-4.3.3-1].
+    pub async fn ack(&mut self, p: &Publish) {
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(p.pkid)).await,
+            QoS::ExactlyOnce => {
+                self.send(&Packet::PubRec(p.pkid)).await;
+                assert_eq!(self.recv().await, Some(Packet::PubRel(p.pkid)));
+                self.send(&Packet::PubComp(p.pkid)).await;
+            }
+        }
+    }
+
     pub async fn subscribe(
         &mut self,
         pkid: u16,
