@@ -158,6 +158,11 @@ pub struct Snapshot {
     pub retained: u64,
     /// Messages held: retained, queued and in flight.
     pub stored: u64,
+    /// Failed store writes and fsyncs (disk full, permissions): the
+    /// acknowledgements they hold back are retried.
+    pub store_write_errors: u64,
+    /// Log lines dropped because a destination could not keep up.
+    pub log_lines_dropped: u64,
     pub totals: Totals,
 }
 
@@ -273,8 +278,10 @@ impl Tree {
         }
 
         let t = &s.totals;
-        let counts: [(&str, u64); 11] = [
+        let counts: [(&str, u64); 13] = [
             ("messages/stored", s.stored),
+            ("store/write_errors", s.store_write_errors),
+            ("log/lines/dropped", s.log_lines_dropped),
             ("store/messages/count", s.stored),
             ("subscriptions/count", s.subscriptions),
             ("retained messages/count", s.retained),
@@ -343,6 +350,11 @@ fn snapshot(shared: &Shared, start: Instant) -> Snapshot {
         subscriptions: router.subscription_count() as u64,
         retained: router.retained_count() as u64,
         stored: (router.retained_count() + router.queued_count()) as u64,
+        store_write_errors: shared
+            .store
+            .as_ref()
+            .map_or(0, |s| s.write_errors.load(Ordering::Relaxed)),
+        log_lines_dropped: crate::log::dropped_lines(),
         totals: Totals {
             messages_received: get(&c.messages_received),
             messages_sent: get(&c.messages_sent),

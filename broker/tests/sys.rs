@@ -75,6 +75,9 @@ async fn sys_subscriber_sees_the_broker_topics() {
         seen.contains_key("$SYS/broker/retained messages/count"),
         "{seen:#?}"
     );
+    // Failures an operator must be able to see.
+    assert_eq!(number(&seen, "$SYS/broker/store/write_errors"), Some(0));
+    assert!(number(&seen, "$SYS/broker/log/lines/dropped").is_some());
     let load = &seen["$SYS/broker/load/bytes/received/15min"];
     assert!(load.parse::<f64>().is_ok() && load.contains('.'), "{load}");
     let time = &seen["$SYS/broker/time"];
