@@ -248,7 +248,8 @@ async fn signals(shutdown: CancellationToken, reload: Arc<Notify>) {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    info!("SIGHUP: reloading the password and ACL files");
+                    broker::log::reopen_files();
+                    info!("SIGHUP: log files reopened; reloading the password and ACL files");
                     reload.notify_one();
                 }
                 _ = usr1.recv() => {
@@ -305,16 +306,12 @@ fn init_logging(
             LogDest::Stdout => tracing_appender::non_blocking(std::io::stdout()),
             LogDest::Stderr => tracing_appender::non_blocking(std::io::stderr()),
             LogDest::File(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| {
-                        format!(
-                            "cannot open log file {} (does its directory exist?)",
-                            path.display()
-                        )
-                    })?;
+                let file = broker::log::ReopenableFile::open(path).with_context(|| {
+                    format!(
+                        "cannot open log file {} (does its directory exist?)",
+                        path.display()
+                    )
+                })?;
                 tracing_appender::non_blocking(file)
             }
         };

@@ -13,7 +13,7 @@ use common::*;
 
 /// A broker process writing to a log file; killed by PID on drop.
 struct Logged {
-    _proc: Proc,
+    process: Proc,
     addr: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -32,7 +32,7 @@ impl Logged {
         );
         let proc = Proc::with_config(dir.path(), &config, port).await;
         Logged {
-            _proc: proc,
+            process: proc,
             addr: ([127, 0, 0, 1], port).into(),
             log,
             _dir: dir,
@@ -221,4 +221,26 @@ async fn iso8601_timestamps_by_default_and_log_type_none() {
     let _c = Raw::connect(none.addr, "quiet", true).await;
     tokio::time::sleep(QUIET).await;
     assert!(none.lines().is_empty(), "{:#?}", none.lines());
+}
+
+#[tokio::test]
+async fn sighup_reopens_log_files_after_rotation() {
+    let b = Logged::start("").await;
+    let rotated = b.log.with_extension("log.1");
+    std::fs::rename(&b.log, &rotated).unwrap();
+    b.process.signal("-HUP");
+    // The next connection is logged in a new file at the configured path.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Raw::connect(b.addr, "after-rotation", true).await;
+        c.send(&Packet::Disconnect).await;
+        c.expect_closed().await;
+        if b.lines().iter().any(|l| l.contains("as after-rotation")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new log file after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(!old.is_empty(), "the rotated file kept the earlier lines");
 }
