@@ -227,6 +227,56 @@ pub fn report_dropped() -> u64 {
     total
 }
 
+/// Log files open now, so that SIGHUP can reopen them.
+static FILES: Mutex<Vec<(PathBuf, Arc<Mutex<File>>)>> = Mutex::new(Vec::new());
+
+/// A log file destination that [`reopen_files`] can swap for a freshly
+/// opened file at the same path: after `logrotate` moves the file away and
+/// sends SIGHUP, lines go to a new file (as Mosquitto does).
+pub struct ReopenableFile(Arc<Mutex<File>>);
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+impl ReopenableFile {
+    /// Opens `path` for appending, creating it if missing.
+    pub fn open(path: &Path) -> std::io::Result<ReopenableFile> {
+        let file = Arc::new(Mutex::new(open_append(path)?));
+        FILES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((path.to_owned(), file.clone()));
+        Ok(ReopenableFile(file))
+    }
+}
+
+impl Write for ReopenableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Only the destination's writer thread writes: uncontended.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+/// Reopens every log file (SIGHUP). A file that cannot be reopened keeps
+/// the old handle, and the failure is logged.
+pub fn reopen_files() {
+    let files = FILES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (path, file) in files {
+        match open_append(&path) {
+            Ok(new) => *file.lock().unwrap_or_else(|e| e.into_inner()) = new,
+            Err(e) => tracing::error!("cannot reopen log file {}: {e}", path.display()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,55 +395,5 @@ mod tests {
         let c = Categories::select(&[All, None, Information], false);
         assert_eq!(shown(&c), ["info"]);
         assert_eq!(Categories::select(&[None, All], false), Categories::ALL);
-    }
-}
-
-/// Log files open now, so that SIGHUP can reopen them.
-static FILES: Mutex<Vec<(PathBuf, Arc<Mutex<File>>)>> = Mutex::new(Vec::new());
-
-/// A log file destination that [`reopen_files`] can swap for a freshly
-/// opened file at the same path: after `logrotate` moves the file away and
-/// sends SIGHUP, lines go to a new file (as Mosquitto does).
-pub struct ReopenableFile(Arc<Mutex<File>>);
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-}
-
-impl ReopenableFile {
-    /// Opens `path` for appending, creating it if missing.
-    pub fn open(path: &Path) -> std::io::Result<ReopenableFile> {
-        let file = Arc::new(Mutex::new(open_append(path)?));
-        FILES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((path.to_owned(), file.clone()));
-        Ok(ReopenableFile(file))
-    }
-}
-
-impl Write for ReopenableFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // Only the destination's writer thread writes: uncontended.
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
-    }
-}
-
-/// Reopens every log file (SIGHUP). A file that cannot be reopened keeps
-/// the old handle, and the failure is logged.
-pub fn reopen_files() {
-    let files = FILES.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for (path, file) in files {
-        match open_append(&path) {
-            Ok(new) => *file.lock().unwrap_or_else(|e| e.into_inner()) = new,
-            Err(e) => tracing::error!("cannot reopen log file {}: {e}", path.display()),
-        }
     }
 }
