@@ -184,6 +184,23 @@ async fn serve(
             shared.next_connection.fetch_add(1, Ordering::Relaxed) ^ shared.id_salt
         ));
     }
+    if let Some(prefix) = &config.clientid_prefixes {
+        // Mosquitto 2.0 answers "not authorised" (0x05), not "identifier
+        // rejected", and checks the id after assigning one: an assigned
+        // `auto-...` id is refused too unless the prefix admits it.
+        if !connect.client_id.starts_with(prefix.as_str()) {
+            debug!(client = %connect.client_id, %peer, "client id lacks prefix {prefix:?}");
+            if config.connection_messages {
+                info!("Client {} disconnected, not authorised.", connect.client_id);
+            }
+            let _ = write_packet(
+                &mut stream,
+                &Packet::ConnAck(refuse(ConnectReturnCode::NotAuthorized)),
+            )
+            .await;
+            return;
+        }
+    }
     if let Some(max) = config.max_keepalive {
         if connect.keep_alive == 0 || connect.keep_alive > max {
             debug!(%peer, "keepalive {} refused (max_keepalive {max})", connect.keep_alive);
