@@ -117,6 +117,10 @@ pub struct Router {
     /// The ACL, when an `acl_file` is configured: checked on every
     /// delivery and on retained messages sent on subscribe.
     acl: Option<Arc<Auth>>,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's granted QoS
+    /// even when the message was published at a lower one (Mosquitto's
+    /// non-standard option; the standard caps it [MQTT-3.8.4-6]).
+    pub upgrade_outgoing_qos: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -451,6 +455,7 @@ impl Router {
                 continue;
             }
             let acl = self.acl.as_deref();
+            let upgrade = self.upgrade_outgoing_qos;
             let user = session.username();
             self.retained.for_each_match(filter, |topic, m| {
                 if let Some(auth) = acl {
@@ -461,7 +466,7 @@ impl Router {
                 session.enqueue(Message {
                     topic: m.topic.clone(),
                     payload: m.payload.clone(),
-                    qos: m.qos.min(*qos),
+                    qos: if upgrade { *qos } else { m.qos.min(*qos) },
                     retain: true,
                 });
             });
@@ -499,7 +504,7 @@ impl Router {
     /// Routes a PUBLISH: stores or clears the retained message, then queues
     /// one copy for every session with a matching subscription, at the
     /// highest QoS granted among its matching filters [MQTT-3.3.5-1],
-    /// capped by the message's QoS; the retain flag is cleared on
+    /// capped by the message's QoS unless `upgrade_outgoing_qos`; the retain flag is cleared on
     /// forwarded copies [MQTT-3.3.1-9]. Returns the store ticket the
     /// publisher's acknowledgement must wait for (0: nothing durable
     /// changed).
@@ -581,7 +586,11 @@ impl Router {
             let message = Message {
                 topic: topic.clone(),
                 payload: payload.clone(),
-                qos: qos.min(granted),
+                qos: if self.upgrade_outgoing_qos {
+                    granted
+                } else {
+                    qos.min(granted)
+                },
                 retain: false,
             };
             match session.enqueue(message) {

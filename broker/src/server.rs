@@ -46,7 +46,9 @@ impl Shared {
             allow_anonymous: config.allow_anonymous,
             ..Auth::default()
         };
-        Shared::with_router(config, Router::new(), None, auth)
+        let mut router = Router::new();
+        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        Shared::with_router(config, router, None, auth)
     }
 
     fn with_router(
@@ -222,6 +224,7 @@ fn open_state(config: Config) -> io::Result<Shared> {
     let auth = load_auth(&config).map_err(io::Error::other)?;
     if !config.persistence {
         let mut router = Router::new();
+        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
         router.set_auth(Arc::new(auth.clone()));
         return Ok(Shared::with_router(config, router, None, auth));
     }
@@ -234,6 +237,7 @@ fn open_state(config: Config) -> io::Result<Shared> {
     let (store, recovered) = Store::open(&path, durability, config.persistence_refuse_corrupt)
         .map_err(io::Error::other)?;
     let mut router = Router::with_store(store.clone(), recovered, config.limits);
+    router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
     router.set_auth(Arc::new(auth.clone()));
     Ok(Shared::with_router(config, router, Some(store), auth))
 }

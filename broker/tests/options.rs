@@ -5,7 +5,7 @@
 
 mod common;
 
-use broker::codec::{ConnectReturnCode, Packet};
+use broker::codec::{ConnectReturnCode, Packet, QoS};
 use broker::Config;
 use common::*;
 
@@ -40,5 +40,52 @@ async fn clientid_prefixes_refuses_other_ids_as_not_authorised() {
         connack_code(broker.addr, "").await,
         ConnectReturnCode::NotAuthorized
     );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn upgrade_outgoing_qos_delivers_at_the_granted_qos() {
+    let broker = TestBroker::with_config(Config {
+        upgrade_outgoing_qos: true,
+        ..Config::default()
+    })
+    .await;
+    let mut publisher = Raw::connect(broker.addr, "pub", true).await;
+    publisher
+        .publish("r/t", b"ret", QoS::AtMostOnce, true, 0)
+        .await;
+    let mut sub = Raw::connect(broker.addr, "sub", true).await;
+    sub.subscribe(1, &[("r/t", QoS::ExactlyOnce)]).await;
+    // Mosquitto 2.0.11 with upgrade_outgoing_qos: the retained QoS 0
+    // message arrives at QoS 2 (r1), and so does a live one (r0).
+    let p = sub.recv_publish().await;
+    assert_eq!(
+        (p.qos, p.retain, &p.payload[..]),
+        (QoS::ExactlyOnce, true, &b"ret"[..])
+    );
+    sub.send(&Packet::PubRec(p.pkid)).await;
+    assert_eq!(sub.recv().await, Some(Packet::PubRel(p.pkid)));
+    sub.send(&Packet::PubComp(p.pkid)).await;
+    publisher
+        .publish("r/t", b"live", QoS::AtMostOnce, false, 0)
+        .await;
+    let p = sub.recv_publish().await;
+    assert_eq!(
+        (p.qos, p.retain, &p.payload[..]),
+        (QoS::ExactlyOnce, false, &b"live"[..])
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn without_upgrade_outgoing_qos_the_message_qos_caps_delivery() {
+    let broker = TestBroker::start().await;
+    let mut publisher = Raw::connect(broker.addr, "pub", true).await;
+    let mut sub = Raw::connect(broker.addr, "sub", true).await;
+    sub.subscribe(1, &[("r/t", QoS::ExactlyOnce)]).await;
+    publisher
+        .publish("r/t", b"live", QoS::AtLeastOnce, false, 1)
+        .await;
+    assert_eq!(sub.recv_publish().await.qos, QoS::AtLeastOnce);
     broker.stop().await;
 }
