@@ -41,7 +41,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
+    pub fn new(mut config: Config) -> Shared {
+        config.limits.max_inflight_bytes = config.max_inflight_bytes;
         let auth = Auth {
             allow_anonymous: config.allow_anonymous,
             ..Auth::default()
@@ -214,7 +215,9 @@ fn load_auth(config: &Config) -> Result<Auth, auth::Error> {
 }
 
 /// The shared state, loaded from the store when persistence is on.
-fn open_state(config: Config) -> io::Result<Shared> {
+fn open_state(mut config: Config) -> io::Result<Shared> {
+    // `max_inflight_bytes` is a session limit like the others.
+    config.limits.max_inflight_bytes = config.max_inflight_bytes;
     if config.per_listener_settings {
         return Err(io::Error::other(
             "per_listener_settings true is not supported yet; refusing to start rather \

@@ -89,3 +89,29 @@ async fn without_upgrade_outgoing_qos_the_message_qos_caps_delivery() {
     assert_eq!(sub.recv_publish().await.qos, QoS::AtLeastOnce);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn max_inflight_bytes_holds_messages_until_acknowledged() {
+    let broker = TestBroker::with_config(Config {
+        max_inflight_bytes: 10,
+        ..Config::default()
+    })
+    .await;
+    let mut publisher = Raw::connect(broker.addr, "pub", true).await;
+    let mut sub = Raw::connect(broker.addr, "sub", true).await;
+    sub.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    for (i, payload) in [b"aaaaaa", b"bbbbbb", b"cccccc"].iter().enumerate() {
+        publisher
+            .publish("t", &payload[..], QoS::AtLeastOnce, false, i as u16 + 1)
+            .await;
+    }
+    // 0 bytes in flight < 10: the first goes; 6 < 10: the second too; 12
+    // bytes in flight hold the third (Mosquitto's db__ready_for_flight).
+    let first = sub.recv_publish().await;
+    assert_eq!(&first.payload[..], b"aaaaaa");
+    assert_eq!(&sub.recv_publish().await.payload[..], b"bbbbbb");
+    sub.expect_quiet().await;
+    sub.send(&Packet::PubAck(first.pkid)).await;
+    assert_eq!(&sub.recv_publish().await.payload[..], b"cccccc");
+    broker.stop().await;
+}
