@@ -617,9 +617,10 @@ impl Connection<'_> {
         let retain = p.retain && self.shared.config.retain_available;
         let route = |this: &Self| -> u64 {
             if accept {
+                let source = retain.then(|| this.source());
                 this.shared
                     .router()
-                    .publish(&p.topic, &p.payload, p.qos, retain)
+                    .publish_from(source, &p.topic, &p.payload, p.qos, retain)
             } else {
                 0
             }
@@ -685,9 +686,18 @@ impl Connection<'_> {
             return;
         }
         let retain = will.retain && self.shared.config.retain_available;
+        let source = retain.then(|| self.source());
         self.shared
             .router()
-            .publish(&will.topic, &will.payload, will.qos, retain);
+            .publish_from(source, &will.topic, &will.payload, will.qos, retain);
+    }
+
+    /// This client as the publisher of a retained message.
+    fn source(&self) -> crate::router::Source {
+        crate::router::Source {
+            client_id: Arc::from(self.client_id.as_str()),
+            username: self.username.as_deref().map(Arc::from),
+        }
     }
 }
 

@@ -49,6 +49,7 @@ impl Shared {
         };
         let mut router = Router::new();
         router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        router.check_retain_source = config.check_retain_source;
         Shared::with_router(config, router, None, auth)
     }
 
@@ -228,6 +229,7 @@ fn open_state(mut config: Config) -> io::Result<Shared> {
     if !config.persistence {
         let mut router = Router::new();
         router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        router.check_retain_source = config.check_retain_source;
         router.set_auth(Arc::new(auth.clone()));
         return Ok(Shared::with_router(config, router, None, auth));
     }
@@ -241,6 +243,7 @@ fn open_state(mut config: Config) -> io::Result<Shared> {
         .map_err(io::Error::other)?;
     let mut router = Router::with_store(store.clone(), recovered, config.limits);
     router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+    router.check_retain_source = config.check_retain_source;
     router.set_auth(Arc::new(auth.clone()));
     Ok(Shared::with_router(config, router, Some(store), auth))
 }

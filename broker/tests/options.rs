@@ -115,3 +115,60 @@ async fn max_inflight_bytes_holds_messages_until_acknowledged() {
     assert_eq!(&sub.recv_publish().await.payload[..], b"cccccc");
     broker.stop().await;
 }
+
+/// A broker on port 0 whose password and ACL files reload when the
+/// returned `Notify` is notified (SIGHUP in the binary).
+async fn reloadable(
+    config: Config,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<tokio::sync::Notify>,
+    tokio_util::sync::CancellationToken,
+) {
+    let listener = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(broker::server::run_with_reload(
+        vec![listener],
+        config,
+        shutdown.clone(),
+        reload.clone(),
+    ));
+    (addr, reload, shutdown)
+}
+
+#[tokio::test]
+async fn check_retain_source_hides_retained_messages_whose_publisher_lost_write_access() {
+    // Mosquitto 2.0.11, as its CVE-2018-12546 test: a retained message
+    // published under `readwrite`, then the ACL reloaded with `read` only:
+    // with check_retain_source true a new subscriber gets nothing; without
+    // it (Mosquitto's effective default, whatever its man page says) it
+    // gets the message.
+    for check in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "topic readwrite test/topic\n").unwrap();
+        let (addr, reload, shutdown) = reloadable(Config {
+            acl_file: Some(acl.clone()),
+            check_retain_source: check,
+            ..Config::default()
+        })
+        .await;
+        let mut publisher = Raw::connect(addr, "pub", true).await;
+        publisher
+            .publish("test/topic", b"hello", QoS::AtLeastOnce, true, 1)
+            .await;
+        std::fs::write(&acl, "topic read test/topic\n").unwrap();
+        reload.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut sub = Raw::connect(addr, "sub", true).await;
+        sub.subscribe(1, &[("test/topic", QoS::AtLeastOnce)]).await;
+        if check {
+            sub.expect_quiet().await;
+        } else {
+            assert_eq!(&sub.recv_publish().await.payload[..], b"hello");
+        }
+        shutdown.cancel();
+    }
+}
