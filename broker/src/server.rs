@@ -141,18 +141,29 @@ pub async fn run_with_reload(
     shutdown: CancellationToken,
     reload: Arc<Notify>,
 ) -> io::Result<()> {
-    let limit = config.max_connections.unwrap_or(Semaphore::MAX_PERMITS);
-    let limit = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
+    // Listener `i` is the configuration's listener `i` (the binary binds
+    // one socket per listener, in order). Listeners the file did not
+    // describe (tests, the local-only default) take the global value.
+    let limits: Vec<Arc<Semaphore>> = (0..listeners.len())
+        .map(|i| {
+            let max = match config.listener_options.get(i) {
+                Some(options) => options.max_connections,
+                None => config.max_connections,
+            };
+            let max = max.unwrap_or(Semaphore::MAX_PERMITS);
+            Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
+        })
+        .collect();
     let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
-    for listener in listeners {
+    for (listener, limit) in listeners.into_iter().zip(limits) {
         if let Ok(addr) = listener.local_addr() {
             info!("Opening listener on {addr}.");
         }
         tracker.spawn(accept_loop(
             listener,
             shared.clone(),
-            limit.clone(),
+            limit,
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -224,6 +235,18 @@ fn open_state(mut config: Config) -> io::Result<Shared> {
             "per_listener_settings true is not supported yet; refusing to start rather \
              than apply the wrong access rules",
         ));
+    }
+    if let Some(l) = config
+        .listener_options
+        .iter()
+        .find(|l| l.mount_point.is_some())
+    {
+        // Ignoring it would let the listener's clients see every topic.
+        return Err(io::Error::other(format!(
+            "mount_point (listener {}) is not supported yet; refusing to start rather \
+             than break the isolation it promises",
+            l.port
+        )));
     }
     let auth = load_auth(&config).map_err(io::Error::other)?;
     if !config.persistence {

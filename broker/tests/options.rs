@@ -172,3 +172,63 @@ async fn check_retain_source_hides_retained_messages_whose_publisher_lost_write_
         shutdown.cancel();
     }
 }
+
+#[tokio::test]
+async fn max_connections_applies_to_each_listener_on_its_own() {
+    let bind = || broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (one, two) = (bind(), bind());
+    let (a, b) = (one.local_addr().unwrap(), two.local_addr().unwrap());
+    let config = Config {
+        listener_options: vec![
+            broker::config::ListenerOptions {
+                port: a.port(),
+                max_connections: Some(1),
+                ..Default::default()
+            },
+            broker::config::ListenerOptions {
+                port: b.port(),
+                max_connections: Some(2),
+                ..Default::default()
+            },
+        ],
+        ..Config::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(broker::server::run_listeners(
+        vec![one, two],
+        config,
+        shutdown.clone(),
+    ));
+    let _first = Raw::connect(a, "a1", true).await;
+    // The first listener is full: its next connection is closed at once.
+    let mut refused = Raw::open(a).await;
+    refused
+        .send(&Packet::Connect(connect_packet("a2", true)))
+        .await;
+    refused.expect_closed().await;
+    // The second listener counts its own connections.
+    let _b1 = Raw::connect(b, "b1", true).await;
+    let _b2 = Raw::connect(b, "b2", true).await;
+    let mut refused = Raw::open(b).await;
+    refused
+        .send(&Packet::Connect(connect_packet("b3", true)))
+        .await;
+    refused.expect_closed().await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn mount_point_refuses_to_start_until_implemented() {
+    let listener = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = Config {
+        listener_options: vec![broker::config::ListenerOptions {
+            mount_point: Some("tenant/".into()),
+            ..Default::default()
+        }],
+        ..Config::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = broker::server::run(listener, config, shutdown);
+    let result = tokio::time::timeout(TIMEOUT, run).await.expect("returns");
+    assert!(result.unwrap_err().to_string().contains("mount_point"));
+}
