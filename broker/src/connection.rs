@@ -187,6 +187,23 @@ async fn serve(
             shared.next_connection.fetch_add(1, Ordering::Relaxed) ^ shared.id_salt
         ));
     }
+    if let Some(prefix) = &config.clientid_prefixes {
+        // Mosquitto 2.0 answers "not authorised" (0x05), not "identifier
+        // rejected", and checks the id after assigning one: an assigned
+        // `auto-...` id is refused too unless the prefix admits it.
+        if !connect.client_id.starts_with(prefix.as_str()) {
+            debug!(client = %connect.client_id, %peer, "client id lacks prefix {prefix:?}");
+            if config.connection_messages {
+                info!("Client {} disconnected, not authorised.", connect.client_id);
+            }
+            let _ = write_packet(
+                &mut stream,
+                &Packet::ConnAck(refuse(ConnectReturnCode::NotAuthorized)),
+            )
+            .await;
+            return;
+        }
+    }
     if let Some(max) = config.max_keepalive {
         if connect.keep_alive == 0 || connect.keep_alive > max {
             debug!(%peer, "keepalive {} refused (max_keepalive {max})", connect.keep_alive);
@@ -606,9 +623,10 @@ impl Connection<'_> {
         let retain = p.retain && self.shared.config.retain_available;
         let route = |this: &Self| -> u64 {
             if accept {
+                let source = retain.then(|| this.source());
                 this.shared
                     .router()
-                    .publish(&p.topic, &p.payload, p.qos, retain)
+                    .publish_from(source, &p.topic, &p.payload, p.qos, retain)
             } else {
                 0
             }
@@ -674,9 +692,18 @@ impl Connection<'_> {
             return;
         }
         let retain = will.retain && self.shared.config.retain_available;
+        let source = retain.then(|| self.source());
         self.shared
             .router()
-            .publish(&will.topic, &will.payload, will.qos, retain);
+            .publish_from(source, &will.topic, &will.payload, will.qos, retain);
+    }
+
+    /// This client as the publisher of a retained message.
+    fn source(&self) -> crate::router::Source {
+        crate::router::Source {
+            client_id: Arc::from(self.client_id.as_str()),
+            username: self.username.as_deref().map(Arc::from),
+        }
     }
 }
 

@@ -58,6 +58,23 @@ pub fn shared_filter(filter: &str) -> Option<Result<(&str, &str), ()>> {
     })
 }
 
+/// Who published a retained message, for `check_retain_source`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub client_id: Arc<str>,
+    pub username: Option<Arc<str>>,
+}
+
+/// A retained message and its publisher. The publisher is known only in
+/// memory: the store keeps the message alone (its format is unchanged), so
+/// a message recovered after a restart, like the broker's own (`$SYS`),
+/// has no source and is not checked.
+#[derive(Debug)]
+struct Retained {
+    message: Message,
+    source: Option<Source>,
+}
+
 /// A session known to the router.
 #[derive(Debug)]
 struct Entry {
@@ -106,7 +123,7 @@ pub struct Router {
     /// Reused between publishes: shared groups matched by one topic.
     group_scratch: Vec<u64>,
     next_group_key: u64,
-    retained: RetainTree<Message>,
+    retained: RetainTree<Retained>,
     next_session_id: u64,
     /// Reused between publishes: the matches of one topic, merged per
     /// session (no allocation per publish once warmed up).
@@ -117,6 +134,14 @@ pub struct Router {
     /// The ACL, when an `acl_file` is configured: checked on every
     /// delivery and on retained messages sent on subscribe.
     acl: Option<Arc<Auth>>,
+    /// `upgrade_outgoing_qos`: deliver at the subscription's granted QoS
+    /// even when the message was published at a lower one (Mosquitto's
+    /// non-standard option; the standard caps it [MQTT-3.8.4-6]).
+    pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message is sent on subscribe only
+    /// while its publisher may still write to its topic (the ACL may have
+    /// been reloaded since), as Mosquitto (CVE-2018-12546).
+    pub check_retain_source: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -146,7 +171,13 @@ impl Router {
                 qos,
                 retain: true,
             };
-            router.retained.insert(&topic, message);
+            router.retained.insert(
+                &topic,
+                Retained {
+                    message,
+                    source: None,
+                },
+            );
         }
         for s in recovered.sessions {
             router.next_session_id += 1;
@@ -451,17 +482,26 @@ impl Router {
                 continue;
             }
             let acl = self.acl.as_deref();
+            let upgrade = self.upgrade_outgoing_qos;
+            let check_source = self.check_retain_source;
             let user = session.username();
-            self.retained.for_each_match(filter, |topic, m| {
+            self.retained.for_each_match(filter, |topic, r| {
                 if let Some(auth) = acl {
                     if !auth.can_read(&session.client_id, user.as_deref(), topic) {
                         return;
                     }
+                    if let (true, Some(source)) = (check_source, &r.source) {
+                        let writer = source.username.as_deref();
+                        if !auth.can_write(&source.client_id, writer, topic) {
+                            return;
+                        }
+                    }
                 }
+                let m = &r.message;
                 session.enqueue(Message {
                     topic: m.topic.clone(),
                     payload: m.payload.clone(),
-                    qos: m.qos.min(*qos),
+                    qos: if upgrade { *qos } else { m.qos.min(*qos) },
                     retain: true,
                 });
             });
@@ -499,11 +539,24 @@ impl Router {
     /// Routes a PUBLISH: stores or clears the retained message, then queues
     /// one copy for every session with a matching subscription, at the
     /// highest QoS granted among its matching filters [MQTT-3.3.5-1],
-    /// capped by the message's QoS; the retain flag is cleared on
+    /// capped by the message's QoS unless `upgrade_outgoing_qos`; the retain flag is cleared on
     /// forwarded copies [MQTT-3.3.1-9]. Returns the store ticket the
     /// publisher's acknowledgement must wait for (0: nothing durable
     /// changed).
     pub fn publish(&mut self, topic: &ByteStr, payload: &Bytes, qos: QoS, retain: bool) -> u64 {
+        self.publish_from(None, topic, payload, qos, retain)
+    }
+
+    /// [`Router::publish`] for a client's message: `source` is kept with a
+    /// retained message for `check_retain_source`.
+    pub fn publish_from(
+        &mut self,
+        source: Option<Source>,
+        topic: &ByteStr,
+        payload: &Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> u64 {
         self.stats.published += 1;
         let mut ticket = 0;
         // `$` topics (the broker's own) are never stored.
@@ -533,7 +586,7 @@ impl Router {
                         payload: message.payload.clone(),
                     });
                 }
-                self.retained.insert(topic, message);
+                self.retained.insert(topic, Retained { message, source });
             }
         }
 
@@ -581,7 +634,11 @@ impl Router {
             let message = Message {
                 topic: topic.clone(),
                 payload: payload.clone(),
-                qos: qos.min(granted),
+                qos: if self.upgrade_outgoing_qos {
+                    granted
+                } else {
+                    qos.min(granted)
+                },
                 retain: false,
             };
             match session.enqueue(message) {

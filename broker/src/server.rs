@@ -41,12 +41,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Shared {
+    pub fn new(mut config: Config) -> Shared {
+        config.limits.max_inflight_bytes = config.max_inflight_bytes;
         let auth = Auth {
             allow_anonymous: config.allow_anonymous,
             ..Auth::default()
         };
-        Shared::with_router(config, Router::new(), None, auth)
+        let mut router = Router::new();
+        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        router.check_retain_source = config.check_retain_source;
+        Shared::with_router(config, router, None, auth)
     }
 
     fn with_router(
@@ -137,18 +141,29 @@ pub async fn run_with_reload(
     shutdown: CancellationToken,
     reload: Arc<Notify>,
 ) -> io::Result<()> {
-    let limit = config.max_connections.unwrap_or(Semaphore::MAX_PERMITS);
-    let limit = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
+    // Listener `i` is the configuration's listener `i` (the binary binds
+    // one socket per listener, in order). Listeners the file did not
+    // describe (tests, the local-only default) take the global value.
+    let limits: Vec<Arc<Semaphore>> = (0..listeners.len())
+        .map(|i| {
+            let max = match config.listener_options.get(i) {
+                Some(options) => options.max_connections,
+                None => config.max_connections,
+            };
+            let max = max.unwrap_or(Semaphore::MAX_PERMITS);
+            Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
+        })
+        .collect();
     let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
-    for listener in listeners {
+    for (listener, limit) in listeners.into_iter().zip(limits) {
         if let Ok(addr) = listener.local_addr() {
             info!("Opening listener on {addr}.");
         }
         tracker.spawn(accept_loop(
             listener,
             shared.clone(),
-            limit.clone(),
+            limit,
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -212,16 +227,32 @@ fn load_auth(config: &Config) -> Result<Auth, auth::Error> {
 }
 
 /// The shared state, loaded from the store when persistence is on.
-fn open_state(config: Config) -> io::Result<Shared> {
+fn open_state(mut config: Config) -> io::Result<Shared> {
+    // `max_inflight_bytes` is a session limit like the others.
+    config.limits.max_inflight_bytes = config.max_inflight_bytes;
     if config.per_listener_settings {
         return Err(io::Error::other(
             "per_listener_settings true is not supported yet; refusing to start rather \
              than apply the wrong access rules",
         ));
     }
+    if let Some(l) = config
+        .listener_options
+        .iter()
+        .find(|l| l.mount_point.is_some())
+    {
+        // Ignoring it would let the listener's clients see every topic.
+        return Err(io::Error::other(format!(
+            "mount_point (listener {}) is not supported yet; refusing to start rather \
+             than break the isolation it promises",
+            l.port
+        )));
+    }
     let auth = load_auth(&config).map_err(io::Error::other)?;
     if !config.persistence {
         let mut router = Router::new();
+        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        router.check_retain_source = config.check_retain_source;
         router.set_auth(Arc::new(auth.clone()));
         return Ok(Shared::with_router(config, router, None, auth));
     }
@@ -234,6 +265,8 @@ fn open_state(config: Config) -> io::Result<Shared> {
     let (store, recovered) = Store::open(&path, durability, config.persistence_refuse_corrupt)
         .map_err(io::Error::other)?;
     let mut router = Router::with_store(store.clone(), recovered, config.limits);
+    router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+    router.check_retain_source = config.check_retain_source;
     router.set_auth(Arc::new(auth.clone()));
     Ok(Shared::with_router(config, router, Some(store), auth))
 }

@@ -40,6 +40,11 @@ pub struct Limits {
     /// Outbound QoS 1/2 messages awaiting acknowledgement
     /// (`max_inflight_messages`; Mosquitto's default 20).
     pub max_inflight: usize,
+    /// Payload bytes of outbound QoS 1/2 messages awaiting acknowledgement
+    /// (`max_inflight_bytes`; 0 = no byte limit). As Mosquitto, a message
+    /// goes out while the bytes already in flight are below the limit, so
+    /// one message larger than the limit still flows, alone.
+    pub max_inflight_bytes: usize,
     /// Messages waiting to be sent (`max_queued_messages`; default 1000).
     pub max_queued: usize,
     /// Bytes waiting to be sent (`max_queued_bytes`; 0 = no byte limit).
@@ -53,6 +58,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_inflight: 20,
+            max_inflight_bytes: 0,
             max_queued: 1000,
             max_queued_bytes: 0,
             queue_qos0: false,
@@ -103,6 +109,8 @@ pub struct State {
     /// Small (bounded by `max_inflight`), so a linear scan is the fastest
     /// lookup.
     pub inflight: VecDeque<Inflight>,
+    /// Payload bytes in `inflight`, for `max_inflight_bytes`.
+    inflight_bytes: usize,
     /// The last packet identifier used; identifiers start at 1.
     last_pkid: u16,
     /// Inbound QoS 2 identifiers whose PUBREL has not arrived: a re-sent
@@ -154,6 +162,7 @@ impl Session {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 inflight: VecDeque::new(),
+                inflight_bytes: 0,
                 last_pkid: 0,
                 inbound_qos2: HashSet::new(),
                 owner: None,
@@ -263,6 +272,7 @@ impl Session {
                 }
                 Delivery::Inflight { pkid, stage } => {
                     state.last_pkid = state.last_pkid.max(pkid);
+                    state.inflight_bytes += message.payload.len();
                     state.inflight.push_back(Inflight {
                         pkid,
                         seq,
@@ -320,7 +330,8 @@ impl State {
     }
 
     /// Moves queued messages into `out` as encoded PUBLISH packets while the
-    /// inflight window has room and `out` is below `high_water` bytes.
+    /// inflight window (messages and, with `max_inflight_bytes`, payload
+    /// bytes) has room and `out` is below `high_water` bytes.
     /// QoS 0 messages wait behind a full window too, so that order is kept
     /// [MQTT-4.6.0-6]. Only the attached `connection` may drain the queue.
     /// Returns the number of packets written.
@@ -347,7 +358,10 @@ impl State {
             };
             let pkid = if front.message.qos == QoS::AtMostOnce {
                 0
-            } else if self.inflight.len() >= max_inflight {
+            } else if self.inflight.len() >= max_inflight
+                || (limits.max_inflight_bytes > 0
+                    && self.inflight_bytes >= limits.max_inflight_bytes)
+            {
                 break;
             } else {
                 self.next_pkid()
@@ -385,6 +399,7 @@ impl State {
                         },
                     });
                 }
+                self.inflight_bytes += message.payload.len();
                 self.inflight.push_back(Inflight {
                     pkid,
                     seq,
@@ -463,6 +478,7 @@ impl State {
         {
             Some(i) => {
                 if let Some(f) = self.inflight.remove(i) {
+                    self.inflight_bytes -= f.message.payload.len();
                     let seq = f.seq;
                     self.record(|client| Op::DelMsg { client, seq });
                 }
@@ -543,6 +559,34 @@ mod tests {
         assert!(!st.puback(1), "a second PUBACK matches nothing");
         assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 1);
         assert_eq!(st.inflight.back().map(|f| f.pkid), Some(3));
+    }
+
+    #[test]
+    fn inflight_bytes_window_lets_one_large_message_through_alone() {
+        let limits = Limits {
+            max_inflight: 0,
+            max_inflight_bytes: 3,
+            ..Limits::default()
+        };
+        let s = online(limits);
+        let big = Message {
+            payload: Bytes::from_static(b"12345"),
+            ..msg(QoS::AtLeastOnce, 0)
+        };
+        s.enqueue(big);
+        s.enqueue(msg(QoS::AtLeastOnce, 1));
+        s.enqueue(msg(QoS::AtLeastOnce, 2));
+        s.enqueue(msg(QoS::AtLeastOnce, 3));
+        let mut out = BytesMut::new();
+        let mut st = s.lock();
+        assert_eq!(
+            st.fill(1, &limits, &mut out, 1 << 20),
+            1,
+            "5 bytes > 3 still go, alone"
+        );
+        assert!(st.puback(1));
+        assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 3, "1 + 1 + 1 bytes");
+        assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 0);
     }
 
     #[test]

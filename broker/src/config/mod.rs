@@ -223,7 +223,8 @@ pub struct Config {
     pub acl_file: Option<PathBuf>,
     /// `clientid_prefixes`: only client ids starting with it may connect.
     pub clientid_prefixes: Option<String>,
-    /// `max_inflight_bytes`; 0 = no byte limit.
+    /// `max_inflight_bytes`; 0 = no byte limit. The server copies it into
+    /// [`Limits::max_inflight_bytes`] when it starts.
     pub max_inflight_bytes: usize,
     pub upgrade_outgoing_qos: bool,
     pub check_retain_source: bool,
