@@ -620,7 +620,13 @@ impl Connection<'_> {
                 .shared
                 .auth()
                 .can_write(self.client_id, self.username.as_deref(), &p.topic);
-        let retain = p.retain && self.shared.config.retain_available;
+        if p.retain && !self.shared.config.retain_available {
+            // As Mosquitto 2.0 with `retain_available false`: a retained
+            // PUBLISH closes the connection, unacknowledged (MQTT 3.1.1
+            // has no way to say "not supported").
+            return Err(End::Violation("retain not available".into()));
+        }
+        let retain = p.retain;
         let route = |this: &Self| -> u64 {
             if accept {
                 let source = retain.then(|| this.source());

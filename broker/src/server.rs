@@ -154,12 +154,31 @@ pub async fn run_with_reload(
             Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
         })
         .collect();
+    let websockets: Vec<bool> = (0..listeners.len())
+        .map(|i| {
+            config
+                .listener_options
+                .get(i)
+                .is_some_and(|o| o.protocol == crate::config::Protocol::Websockets)
+        })
+        .collect();
     let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
-    for (listener, limit) in listeners.into_iter().zip(limits) {
-        if let Ok(addr) = listener.local_addr() {
-            info!("Opening listener on {addr}.");
+    for ((listener, limit), websockets) in listeners.into_iter().zip(limits).zip(websockets) {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        if websockets {
+            // Serving plain MQTT where clients expect websockets would be
+            // worse than not serving: say so, keep the other listeners.
+            error!(
+                "Listener on {addr}: protocol websockets is not supported yet; this listener is \
+                 closed (the other listeners serve MQTT over TCP)."
+            );
+            continue;
         }
+        info!("Opening listener on {addr}.");
         tracker.spawn(accept_loop(
             listener,
             shared.clone(),

@@ -179,3 +179,28 @@ async fn an_unread_log_pipe_never_stalls_the_broker() {
         assert_eq!(c.recv().await, Some(Packet::PingResp), "ping {i}");
     }
 }
+
+#[tokio::test]
+async fn websockets_listeners_are_closed_not_served_as_plain_mqtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, ws) = (free_port(), free_port());
+    let config = format!(
+        "listener {mqtt} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\n"
+    );
+    let _p = Proc::with_config(dir.path(), &config, mqtt).await;
+    let addr = format!("127.0.0.1:{mqtt}").parse().unwrap();
+    let mut c = Raw::connect(addr, "tcp", true).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    // Nothing answers MQTT on the websockets port.
+    let served = match tokio::net::TcpStream::connect(("127.0.0.1", ws)).await {
+        Err(_) => false,
+        Ok(_) => {
+            let addr = format!("127.0.0.1:{ws}").parse().unwrap();
+            let mut c = Raw::open(addr).await;
+            c.send(&Packet::Connect(connect_packet("ws", true))).await;
+            matches!(c.recv_within(QUIET).await, Ok(Some(_)))
+        }
+    };
+    assert!(!served, "plain MQTT answered on a websockets listener");
+}

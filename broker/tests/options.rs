@@ -232,3 +232,18 @@ async fn mount_point_refuses_to_start_until_implemented() {
     let result = tokio::time::timeout(TIMEOUT, run).await.expect("returns");
     assert!(result.unwrap_err().to_string().contains("mount_point"));
 }
+
+#[tokio::test]
+async fn retain_available_false_closes_on_a_retained_publish() {
+    // Mosquitto 2.0 closes the connection without PUBACK.
+    let config = broker::Config {
+        retain_available: false,
+        ..broker::Config::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let mut c = Raw::connect(b.addr, "r", true).await;
+    c.publish("plain", b"ok", QoS::AtLeastOnce, false, 1).await;
+    c.send(&publish_packet("kept", b"x", QoS::AtLeastOnce, true, 2))
+        .await;
+    c.expect_closed().await;
+}
