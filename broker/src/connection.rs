@@ -89,7 +89,13 @@ impl Lost {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// `mount` is the listener's `mount_point`, if any.
+pub async fn handle(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    mount: Option<Arc<str>>,
+    shutdown: CancellationToken,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -149,7 +155,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, shutdown: Cancel
         }
     };
     sys::add(&shared.counters.bytes_received, read);
-    serve(stream, rbuf, codec, connect, peer, shared, shutdown).await;
+    serve(stream, rbuf, codec, connect, peer, shared, mount, shutdown).await;
 }
 
 async fn serve(
@@ -159,6 +165,7 @@ async fn serve(
     mut connect: Connect,
     peer: String,
     shared: Arc<Shared>,
+    mount: Option<Arc<str>>,
     shutdown: CancellationToken,
 ) {
     let config = &shared.config;
@@ -260,6 +267,10 @@ async fn serve(
     }
     let session = attached.session;
     session.set_username(connect.username.as_deref().map(Arc::from));
+    session.lock().mount = mount.clone();
+    if let (Some(m), Some(will)) = (&mount, connect.will.as_mut()) {
+        will.topic = mounted(m, &will.topic);
+    }
     if config.connection_messages {
         let user = match &connect.username {
             Some(u) => format!(", u'{u}'"),
@@ -294,6 +305,7 @@ async fn serve(
         peer: &peer,
         client_id: &connect.client_id,
         username: connect.username.clone(),
+        mount,
         connection_id,
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
@@ -365,6 +377,9 @@ struct Connection<'a> {
     peer: &'a str,
     client_id: &'a ByteStr,
     username: Option<ByteStr>,
+    /// The listener's `mount_point`: prefixed to every topic and filter
+    /// this client sends, stripped from what it receives (as Mosquitto).
+    mount: Option<Arc<str>>,
     connection_id: u64,
     /// PUBACK/PUBREC waiting until the change they acknowledge is on disk,
     /// with the store ticket each waits for; in order, and every later one
@@ -550,7 +565,12 @@ impl Connection<'_> {
             Packet::PubComp(pkid) => {
                 self.session.lock().pubcomp(pkid);
             }
-            Packet::Subscribe(s) => {
+            Packet::Subscribe(mut s) => {
+                if let Some(m) = &self.mount {
+                    for (filter, _) in &mut s.filters {
+                        *filter = mounted_filter(m, filter);
+                    }
+                }
                 // The SUBACK goes into the write buffer now; retained
                 // messages are queued and follow it [MQTT-3.8.4-1].
                 let auth = shared.auth();
@@ -578,7 +598,12 @@ impl Connection<'_> {
                     }),
                 );
             }
-            Packet::Unsubscribe(u) => {
+            Packet::Unsubscribe(mut u) => {
+                if let Some(m) = &self.mount {
+                    for filter in &mut u.filters {
+                        *filter = mounted_filter(m, filter);
+                    }
+                }
                 for filter in &u.filters {
                     info!(target: log::UNSUBSCRIBE, "{} {filter}", self.client_id);
                 }
@@ -607,14 +632,18 @@ impl Connection<'_> {
         Ok(())
     }
 
-    fn publish(&mut self, p: Publish, wbuf: &mut BytesMut) -> Result<(), End> {
+    fn publish(&mut self, mut p: Publish, wbuf: &mut BytesMut) -> Result<(), End> {
         if let Err(e) = topic::validate_name(&p.topic) {
             return Err(End::Violation(format!("invalid topic name: {e}")));
+        }
+        let dollar = p.topic.starts_with('$');
+        if let Some(m) = &self.mount {
+            p.topic = mounted(m, &p.topic);
         }
         let limit = self.shared.config.message_size_limit;
         // Clients may not publish to `$` topics; oversized messages are
         // dropped as Mosquitto does. Either way the QoS handshake completes.
-        let accept = !p.topic.starts_with('$')
+        let accept = !dollar
             && (limit == 0 || p.payload.len() <= limit)
             && self
                 .shared
@@ -710,6 +739,20 @@ impl Connection<'_> {
             client_id: Arc::from(self.client_id.as_str()),
             username: self.username.as_deref().map(Arc::from),
         }
+    }
+}
+
+/// `topic` under the mount point `m`.
+fn mounted(m: &str, topic: &str) -> ByteStr {
+    ByteStr::from(format!("{m}{topic}"))
+}
+
+/// A filter under the mount point `m`; a shared subscription keeps its
+/// `$share/GROUP/` in front.
+fn mounted_filter(m: &str, filter: &str) -> ByteStr {
+    match crate::router::shared_filter(filter) {
+        Some(Ok((group, inner))) => ByteStr::from(format!("$share/{group}/{m}{inner}")),
+        _ => mounted(m, filter),
     }
 }
 

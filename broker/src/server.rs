@@ -154,6 +154,15 @@ pub async fn run_with_reload(
             Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
         })
         .collect();
+    let mounts: Vec<Option<Arc<str>>> = (0..listeners.len())
+        .map(|i| {
+            config
+                .listener_options
+                .get(i)
+                .and_then(|o| o.mount_point.as_deref())
+                .map(Arc::from)
+        })
+        .collect();
     let websockets: Vec<bool> = (0..listeners.len())
         .map(|i| {
             config
@@ -164,7 +173,12 @@ pub async fn run_with_reload(
         .collect();
     let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
-    for ((listener, limit), websockets) in listeners.into_iter().zip(limits).zip(websockets) {
+    for (((listener, limit), websockets), mount) in listeners
+        .into_iter()
+        .zip(limits)
+        .zip(websockets)
+        .zip(mounts)
+    {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -183,6 +197,7 @@ pub async fn run_with_reload(
             listener,
             shared.clone(),
             limit,
+            mount,
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -255,18 +270,6 @@ fn open_state(mut config: Config) -> io::Result<Shared> {
              than apply the wrong access rules",
         ));
     }
-    if let Some(l) = config
-        .listener_options
-        .iter()
-        .find(|l| l.mount_point.is_some())
-    {
-        // Ignoring it would let the listener's clients see every topic.
-        return Err(io::Error::other(format!(
-            "mount_point (listener {}) is not supported yet; refusing to start rather \
-             than break the isolation it promises",
-            l.port
-        )));
-    }
     let auth = load_auth(&config).map_err(io::Error::other)?;
     if !config.persistence {
         let mut router = Router::new();
@@ -294,6 +297,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    mount: Option<Arc<str>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -326,8 +330,9 @@ async fn accept_loop(
         }
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let mount = mount.clone();
         tracker.spawn(async move {
-            connection::handle(stream, shared, shutdown).await;
+            connection::handle(stream, shared, mount, shutdown).await;
             drop(permit);
         });
     }

@@ -132,6 +132,9 @@ pub struct State {
     journal: Option<(Arc<Store>, Arc<str>)>,
     /// `Limits::queue_qos0`, here for [`State::stored`].
     queue_qos0: bool,
+    /// The attached connection's listener `mount_point`: topics carry it
+    /// inside the broker and lose it on the way out.
+    pub mount: Option<Arc<str>>,
 }
 
 /// A client's session, shared between the router and the connection task.
@@ -171,6 +174,7 @@ impl Session {
                 next_seq: 1,
                 journal,
                 queue_qos0: limits.queue_qos0,
+                mount: None,
             }),
             notify: Notify::new(),
             username: Mutex::new(None),
@@ -316,6 +320,14 @@ impl State {
         }
     }
 
+    /// `topic` as this client sees it: without the mount point.
+    fn outbound<'t>(mount: &Option<Arc<str>>, topic: &'t str) -> &'t str {
+        match mount {
+            Some(m) => topic.strip_prefix(&**m).unwrap_or(topic),
+            None => topic,
+        }
+    }
+
     fn next_pkid(&mut self) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.wrapping_add(1);
@@ -378,7 +390,7 @@ impl State {
                 false,
                 message.qos,
                 message.retain,
-                &message.topic,
+                State::outbound(&self.mount, &message.topic),
                 pkid,
                 &message.payload,
                 out,
@@ -422,7 +434,13 @@ impl State {
                 Stage::Published => {
                     let m = &f.message;
                     let _ = codec::encode_publish(
-                        true, m.qos, m.retain, &m.topic, f.pkid, &m.payload, out,
+                        true,
+                        m.qos,
+                        m.retain,
+                        State::outbound(&self.mount, &m.topic),
+                        f.pkid,
+                        &m.payload,
+                        out,
                     );
                 }
                 Stage::Released => {

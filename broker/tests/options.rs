@@ -218,19 +218,60 @@ async fn max_connections_applies_to_each_listener_on_its_own() {
 }
 
 #[tokio::test]
-async fn mount_point_refuses_to_start_until_implemented() {
-    let listener = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+async fn mount_point_confines_a_listeners_clients_to_their_subtree() {
+    // Listener 0 mounts its clients under `tenant/`; listener 1 does not.
+    let mounted = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let plain = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (m_addr, p_addr) = (mounted.local_addr().unwrap(), plain.local_addr().unwrap());
     let config = Config {
-        listener_options: vec![broker::config::ListenerOptions {
-            mount_point: Some("tenant/".into()),
-            ..Default::default()
-        }],
+        listener_options: vec![
+            broker::config::ListenerOptions {
+                mount_point: Some("tenant/".into()),
+                ..Default::default()
+            },
+            broker::config::ListenerOptions::default(),
+        ],
         ..Config::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = broker::server::run(listener, config, shutdown);
-    let result = tokio::time::timeout(TIMEOUT, run).await.expect("returns");
-    assert!(result.unwrap_err().to_string().contains("mount_point"));
+    let _guard = shutdown.clone().drop_guard();
+    tokio::spawn(broker::server::run_listeners(
+        vec![mounted, plain],
+        config,
+        shutdown,
+    ));
+
+    let mut outside = Raw::connect(p_addr, "outside", true).await;
+    outside.subscribe(1, &[("tenant/#", QoS::AtMostOnce)]).await;
+    let mut inside = Raw::connect(m_addr, "inside", true).await;
+    inside.subscribe(1, &[("x/#", QoS::AtMostOnce)]).await;
+
+    // The tenant publishes x/1: inside sees x/1, outside tenant/x/1.
+    inside
+        .publish("x/1", b"a", QoS::AtLeastOnce, false, 1)
+        .await;
+    assert_eq!(inside.recv_publish().await.topic.as_str(), "x/1");
+    assert_eq!(outside.recv_publish().await.topic.as_str(), "tenant/x/1");
+    // In from outside, mount point stripped; nothing from outside the tree.
+    outside
+        .publish("tenant/x/2", b"b", QoS::AtLeastOnce, false, 2)
+        .await;
+    assert_eq!(inside.recv_publish().await.topic.as_str(), "x/2");
+    assert_eq!(outside.recv_publish().await.topic.as_str(), "tenant/x/2");
+    outside
+        .publish("x/3", b"c", QoS::AtLeastOnce, false, 3)
+        .await;
+    inside.expect_quiet().await;
+
+    // Retained messages live under the mount point too.
+    inside
+        .publish("r", b"kept", QoS::AtLeastOnce, true, 4)
+        .await;
+    assert_eq!(outside.recv_publish().await.topic.as_str(), "tenant/r");
+    let mut late = Raw::connect(m_addr, "late", true).await;
+    late.subscribe(1, &[("r", QoS::AtMostOnce)]).await;
+    let m = late.recv_publish().await;
+    assert_eq!((m.topic.as_str(), m.retain), ("r", true));
 }
 
 #[tokio::test]
