@@ -158,6 +158,8 @@ pub async fn handle(
     serve(stream, rbuf, codec, connect, peer, shared, mount, shutdown).await;
 }
 
+// The connection's parts, handed over from the CONNECT phase one by one.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     mut stream: TcpStream,
     mut rbuf: BytesMut,
