@@ -126,8 +126,10 @@ pub async fn handle(
     };
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) => c,
-        Ok(Err(codec::Error::UnsupportedProtocol { name, level })) => {
-            // [MQTT-3.1.2-2]: CONNACK 0x01, then close.
+        Ok(Err(codec::Error::UnsupportedProtocol { name, level }))
+            if name == "MQTT" || name == "MQIsdp" =>
+        {
+            // [MQTT-3.1.2-2]: a level we do not speak: CONNACK 0x01, close.
             debug!(%peer, "unsupported protocol {name:?} level {level}");
             let _ = Box::pin(write_packet(
                 &mut stream,
@@ -725,7 +727,17 @@ impl Connection<'_> {
     }
 
     fn publish_will(&self, will: LastWill) {
-        if will.topic.starts_with('$') {
+        // The same rules as a PUBLISH from this client: no `$` topics, the
+        // size limit, and write access (as Mosquitto checks its ACL).
+        let limit = self.shared.config.message_size_limit;
+        if will.topic.starts_with('$')
+            || (limit != 0 && will.payload.len() > limit)
+            || !self
+                .shared
+                .auth()
+                .can_write(self.client_id, self.username.as_deref(), &will.topic)
+        {
+            debug!(client = %self.client_id, topic = %will.topic, "will dropped");
             return;
         }
         let retain = will.retain && self.shared.config.retain_available;

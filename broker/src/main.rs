@@ -122,14 +122,20 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let local_only = config.listeners.is_empty();
     if !args.ports.is_empty() {
-        // Command-line ports add listeners; alone they stay local-only.
-        let bind = local_only.then(|| "127.0.0.1".to_owned());
-        config
-            .listeners
-            .extend(args.ports.iter().map(|&port| Listener {
-                port,
-                bind: bind.clone(),
-            }));
+        if local_only {
+            // Command-line ports alone stay local-only (Mosquitto 2.0).
+            config
+                .listeners
+                .extend(args.ports.iter().map(|&port| Listener {
+                    port,
+                    bind: Some("127.0.0.1".to_owned()),
+                }));
+        } else {
+            // As Mosquitto: the config file's listeners win over `-p`
+            // (its own test suite runs `-c FILE -p PORT` with the same port
+            // in both).
+            info!("-p ignored: the configuration file defines listeners");
+        }
     }
     if config.listeners.is_empty() {
         config.listeners.push(Listener {

@@ -290,7 +290,7 @@ impl Router {
             state.owner = None;
             // Unsent QoS 0 messages are not kept for an offline session.
             if !entry.session.limits.queue_qos0 {
-                state.queue.retain(|m| m.message.qos != QoS::AtMostOnce);
+                state.discard_qos0();
             }
         }
         if !entry.clean {
@@ -373,7 +373,13 @@ impl Router {
         for filter in entry.filters.keys() {
             self.remove_subscription(entry.session.id, filter);
         }
-        entry.session.lock().owner = None;
+        // Under the session's lock: the deletion is appended after every
+        // change the session made, and the session, which its old
+        // connection may still hold for a moment, records nothing more (a
+        // late change would bring the deleted session back at restart).
+        let mut state = entry.session.lock();
+        state.owner = None;
+        state.detach_store();
         if !entry.clean {
             self.record(Op::DelSession {
                 client: entry.session.client_id.clone(),
@@ -561,6 +567,17 @@ impl Router {
         let mut ticket = 0;
         // `$` topics (the broker's own) are never stored.
         let durable = !topic.starts_with('$');
+        // Decoded topics and payloads are slices of the publisher's read
+        // buffer. Whatever is kept (retained, queued) is copied once, here,
+        // and shared by every subscriber: a slow subscriber then holds its
+        // messages' bytes only, not a read buffer each, which would escape
+        // the queue limits. One copy per publish, none per subscriber.
+        let mut owned: Option<(ByteStr, Bytes)> = None;
+        let mut own = || {
+            owned
+                .get_or_insert_with(|| ByteStr::own_with(topic, payload))
+                .clone()
+        };
         if retain {
             if payload.is_empty() {
                 // An empty retained payload clears the topic and is not
@@ -571,11 +588,10 @@ impl Router {
                     });
                 }
             } else {
-                // Copied so the retained message does not pin the read
-                // buffer it arrived in.
+                let (owned_topic, owned_payload) = own();
                 let message = Message {
-                    topic: ByteStr::from(topic.as_str()),
-                    payload: Bytes::copy_from_slice(payload),
+                    topic: owned_topic,
+                    payload: owned_payload,
                     qos,
                     retain: true,
                 };
@@ -631,9 +647,10 @@ impl Router {
                     continue;
                 }
             }
+            let (owned_topic, owned_payload) = own();
             let message = Message {
-                topic: topic.clone(),
-                payload: payload.clone(),
+                topic: owned_topic,
+                payload: owned_payload,
                 qos: if self.upgrade_outgoing_qos {
                     granted
                 } else {

@@ -231,17 +231,6 @@ impl Session {
         }
         state.dropping = false;
         let online = state.owner.is_some();
-        let message = if online && state.journal.is_none() {
-            message
-        } else {
-            // A message may wait long for an offline client: copy it out of
-            // the publisher's read buffer so that it pins only its own bytes.
-            Message {
-                topic: ByteStr::from(message.topic.as_str()),
-                payload: Bytes::copy_from_slice(&message.payload),
-                ..message
-            }
-        };
         let seq = state.next_seq;
         state.next_seq += 1;
         let mut ticket = 0;
@@ -302,6 +291,25 @@ impl State {
             Some((store, client)) => store.append(op(client.clone())),
             None => 0,
         }
+    }
+
+    /// Stops recording changes in the store: the session was deleted.
+    pub fn detach_store(&mut self) {
+        self.journal = None;
+    }
+
+    /// Drops the unsent QoS 0 messages (a persistent session going
+    /// offline), keeping the byte count right.
+    pub fn discard_qos0(&mut self) {
+        let mut freed = 0;
+        self.queue.retain(|q| {
+            let keep = q.message.qos != QoS::AtMostOnce;
+            if !keep {
+                freed += q.message.size();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
     }
 
     /// Records a new inbound QoS 2 packet id; returns whether it is new

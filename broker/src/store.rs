@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -166,6 +166,10 @@ pub struct Store {
     durability: Durability,
     /// Failed batch writes (disk full, permissions...).
     pub write_errors: AtomicU64,
+    /// Ops appended and not yet written, failed writes awaiting retry
+    /// included: what bounds the buffer (read without a lock on every turn
+    /// of every connection's loop).
+    backlog: AtomicUsize,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -247,6 +251,7 @@ impl Store {
             space: Notify::new(),
             durability,
             write_errors: AtomicU64::new(0),
+            backlog: AtomicUsize::new(0),
             writer: Mutex::new(None),
             path: path.to_owned(),
         });
@@ -280,6 +285,7 @@ impl Store {
 
     /// Appends a change; returns its ticket. Never blocks on the disk.
     pub fn append(&self, op: Op) -> u64 {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
         let mut p = self.lock();
         p.ops.push(op);
         p.last += 1;
@@ -308,7 +314,7 @@ impl Store {
 
     /// Whether producers should pause until [`Store::space`] is notified.
     pub fn overloaded(&self) -> bool {
-        self.lock().ops.len() >= HIGH_WATER
+        self.backlog.load(Ordering::Relaxed) >= HIGH_WATER
     }
 
     /// Waits until the writer has taken a batch.
@@ -357,7 +363,6 @@ impl Store {
                 }
                 (std::mem::take(&mut p.ops), p.last, p.closing)
             };
-            self.space.notify_waiters();
             if !retry.is_empty() {
                 retry.append(&mut ops);
                 ops = std::mem::take(&mut retry);
@@ -366,6 +371,8 @@ impl Store {
                 if let Err(e) = apply(&db, &keyspace, &ops) {
                     self.write_errors.fetch_add(1, Ordering::Relaxed);
                     error!("store write failed ({e}); acknowledgements held back, retrying");
+                    // Still counted in the backlog: producers stay paused
+                    // while the disk refuses, so memory stays bounded.
                     retry = ops;
                     if closing {
                         error!("store closing with unwritten changes");
@@ -374,6 +381,8 @@ impl Store {
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
+                self.backlog.fetch_sub(ops.len(), Ordering::Relaxed);
+                self.space.notify_waiters();
                 unsynced = Some(last);
             }
             if let Some(ticket) = unsynced {

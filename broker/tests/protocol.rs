@@ -51,13 +51,44 @@ async fn unknown_protocol_level_gets_connack_1_and_close() {
     expect_connack(&mut c, ConnectReturnCode::UnacceptableProtocolVersion).await;
     c.expect_closed().await;
 
-    // An unknown protocol name likewise.
-    let mut c = Raw::open(b.addr).await;
-    let mut bytes = CONNECT_C.to_vec();
-    bytes[4] = b'X';
-    c.send_bytes(&bytes).await;
-    expect_connack(&mut c, ConnectReturnCode::UnacceptableProtocolVersion).await;
+    // [MQTT-3.1.2-1]: an unknown protocol name is not MQTT 3.1.1 to answer
+    // in: the connection is closed without CONNACK (as Mosquitto).
+    for name in [b"XQTT", b"MQTU"] {
+        let mut c = Raw::open(b.addr).await;
+        let mut bytes = CONNECT_C.to_vec();
+        bytes[4..8].copy_from_slice(name);
+        c.send_bytes(&bytes).await;
+        c.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn control_characters_in_strings_close() {
+    // [MQTT-1.5.3]: a receiver MAY close on U+0001..U+001F, U+007F..U+009F
+    // (and non-characters); Mosquitto does, and so do we.
+    let b = TestBroker::start().await;
+    for id in ["a\u{1}b", "a\u{7f}b", "a\u{9f}b", "a\u{ffff}b"] {
+        let mut c = Raw::open(b.addr).await;
+        c.send(&Packet::Connect(connect_packet(id, true))).await;
+        c.expect_closed().await;
+    }
+    let mut c = Raw::connect(b.addr, "ok-\u{e9}", true).await;
+    c.send_bytes(&[0x30, 0x04, 0x00, 0x02, b'a', 0x1f]).await;
     c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_connect_with_reserved_flag_is_accepted() {
+    // The reserved-flag rule [MQTT-3.1.2-3] is 3.1.1's; 3.1 has none, and
+    // Mosquitto accepts such 3.1 clients.
+    let b = TestBroker::start().await;
+    let mut c = Raw::open(b.addr).await;
+    c.send_bytes(&[
+        0x10, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x03, 0x00, 0x3c, 0x00,
+        0x01, b'c',
+    ])
+    .await;
+    expect_connack(&mut c, ConnectReturnCode::Accepted).await;
 }
 
 #[tokio::test]

@@ -226,8 +226,9 @@ fn connect(mut r: Reader) -> Result<Connect, Error> {
     };
 
     let flags = r.u8()?;
-    if flags & 0b0000_0001 != 0 {
-        return Err(Error::ConnectReservedFlag); // [MQTT-3.1.2-3]
+    // [MQTT-3.1.2-3]; MQTT 3.1 has no such rule (Mosquitto accepts it too).
+    if flags & 0b0000_0001 != 0 && protocol == Protocol::V311 {
+        return Err(Error::ConnectReservedFlag);
     }
     let clean_session = flags & 0b0000_0010 != 0;
     let will_flag = flags & 0b0000_0100 != 0;

@@ -45,6 +45,8 @@ pub enum Error {
     InvalidUtf8,
     #[error("string contains U+0000")]
     NullCharacter,
+    #[error("string contains a control character or a Unicode non-character")]
+    ControlCharacter,
     #[error("string longer than 65535 bytes")]
     StringTooLong,
     #[error("invalid topic name: {0}")]
@@ -109,12 +111,51 @@ pub struct ByteStr(Bytes);
 
 impl ByteStr {
     /// Validates `bytes` as an MQTT UTF-8 string [MQTT-1.5.3-1], [MQTT-1.5.3-2].
+    ///
+    /// Like Mosquitto, control characters (U+0001..U+001F, U+007F..U+009F)
+    /// and Unicode non-characters are refused too: the standard says they
+    /// SHOULD NOT be sent and a receiver MAY close the connection
+    /// [MQTT-1.5.3], and clients that rely on Mosquitto never send them.
     pub fn from_bytes(bytes: Bytes) -> Result<ByteStr, Error> {
         let s = std::str::from_utf8(&bytes).map_err(|_| Error::InvalidUtf8)?;
-        if s.contains('\0') {
-            return Err(Error::NullCharacter);
+        if bytes.is_ascii() {
+            // Fast path: topics are mostly ASCII.
+            if let Some(&b) = bytes.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+                return Err(if b == 0 {
+                    Error::NullCharacter
+                } else {
+                    Error::ControlCharacter
+                });
+            }
+        } else {
+            for c in s.chars() {
+                let u = c as u32;
+                if u == 0 {
+                    return Err(Error::NullCharacter);
+                }
+                if u < 0x20
+                    || (0x7f..=0x9f).contains(&u)
+                    || (0xfdd0..=0xfdef).contains(&u)
+                    || (u & 0xfffe) == 0xfffe
+                {
+                    return Err(Error::ControlCharacter);
+                }
+            }
         }
         Ok(ByteStr(bytes))
+    }
+
+    /// Copies `topic` and `payload` into one new allocation, so that a
+    /// message kept in queues pins only its own bytes, not the (possibly
+    /// much larger) read buffer it was decoded from.
+    pub fn own_with(topic: &ByteStr, payload: &[u8]) -> (ByteStr, Bytes) {
+        let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
+        buf.extend_from_slice(topic.as_bytes());
+        buf.extend_from_slice(payload);
+        let mut payload = buf.freeze();
+        let topic = payload.split_to(topic.len());
+        // A copy of a valid string is valid.
+        (ByteStr(topic), payload)
     }
 
     /// A `ByteStr` from a static string (tests, `$SYS` topics).
