@@ -64,11 +64,13 @@ async fn a_will_obeys_the_write_acl() {
 
 #[tokio::test]
 async fn queued_bytes_stay_right_when_qos0_is_discarded_on_disconnect() {
-    let mut config = Config::default();
-    config.limits = Limits {
-        max_inflight: 1,
-        max_queued_bytes: 100,
-        ..Limits::default()
+    let config = Config {
+        limits: Limits {
+            max_inflight: 1,
+            max_queued_bytes: 100,
+            ..Limits::default()
+        },
+        ..Config::default()
     };
     let b = TestBroker::with_config(config).await;
     let mut sub = Raw::connect(b.addr, "sub", false).await;
