@@ -313,6 +313,8 @@ async fn serve(
         connection_id,
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
+        auth_generation: shared.auth_generation.load(Ordering::Acquire),
+        auth: shared.auth(),
         // CONNECT in, CONNACK out.
         traffic: sys::Pending {
             messages_received: 1,
@@ -391,6 +393,10 @@ struct Connection<'a> {
     deferred: VecDeque<(u64, Packet)>,
     /// The highest durable store ticket, when persistence is on.
     synced: Option<watch::Receiver<u64>>,
+    /// This connection's handle on the access rules, refreshed when a
+    /// reload bumps `Shared::auth_generation` (no shared lock per publish).
+    auth: Arc<crate::auth::Auth>,
+    auth_generation: u64,
     /// Traffic for `$SYS`, added to the shared counters once per loop turn.
     traffic: sys::Pending,
 }
@@ -649,10 +655,11 @@ impl Connection<'_> {
         // dropped as Mosquitto does. Either way the QoS handshake completes.
         let accept = !dollar
             && (limit == 0 || p.payload.len() <= limit)
-            && self
-                .shared
-                .auth()
-                .can_write(self.client_id, self.username.as_deref(), &p.topic);
+            && {
+                self.refresh_auth();
+                self.auth
+                    .can_write(self.client_id, self.username.as_deref(), &p.topic)
+            };
         if p.retain && !self.shared.config.retain_available {
             // As Mosquitto 2.0 with `retain_available false`: a retained
             // PUBLISH closes the connection, unacknowledged (MQTT 3.1.1
@@ -691,6 +698,15 @@ impl Connection<'_> {
             debug!(client = %self.client_id, topic = %p.topic, "publish dropped");
         }
         Ok(())
+    }
+
+    /// Takes the current access rules if a reload replaced them.
+    fn refresh_auth(&mut self) {
+        let generation = self.shared.auth_generation.load(Ordering::Acquire);
+        if generation != self.auth_generation {
+            self.auth = self.shared.auth();
+            self.auth_generation = generation;
+        }
     }
 
     /// Sends a PUBACK/PUBREC now, or once the store has made `ticket`

@@ -36,6 +36,9 @@ pub struct Shared {
     /// Passwords and ACLs; replaced as a whole on SIGHUP when the files
     /// load, left as they were when they do not.
     auth: RwLock<Arc<Auth>>,
+    /// Bumped on every reload, so that connections can keep their own
+    /// handle on the rules and refresh it only when it changed.
+    pub auth_generation: AtomicU64,
     /// Traffic counters for `$SYS`, bumped by the connection tasks.
     pub counters: sys::Counters,
 }
@@ -71,6 +74,7 @@ impl Shared {
             id_salt,
             store,
             auth: RwLock::new(Arc::new(auth)),
+            auth_generation: AtomicU64::new(0),
             counters: sys::Counters::default(),
         }
     }
@@ -88,6 +92,8 @@ impl Shared {
                 let auth = Arc::new(auth);
                 self.router().set_auth(auth.clone());
                 *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+                self.auth_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
                 info!("password and ACL files reloaded");
             }
             Err(e) => error!("reload failed, previous rules stay in force: {e}"),
