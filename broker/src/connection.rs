@@ -89,11 +89,20 @@ impl Lost {
 }
 
 /// Serves one accepted socket until it closes.
-/// `mount` is the listener's `mount_point`, if any.
+/// What a connection inherits from the listener that accepted it.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerContext {
+    /// The listener's `mount_point`, if any.
+    pub mount: Option<Arc<str>>,
+    /// Which access rules apply: the listener's own under
+    /// `per_listener_settings true`, else the one global set (0).
+    pub realm: usize,
+}
+
 pub async fn handle(
     mut stream: TcpStream,
     shared: Arc<Shared>,
-    mount: Option<Arc<str>>,
+    listener: ListenerContext,
     shutdown: CancellationToken,
 ) {
     let peer = stream
@@ -157,7 +166,10 @@ pub async fn handle(
         }
     };
     sys::add(&shared.counters.bytes_received, read);
-    serve(stream, rbuf, codec, connect, peer, shared, mount, shutdown).await;
+    serve(
+        stream, rbuf, codec, connect, peer, shared, listener, shutdown,
+    )
+    .await;
 }
 
 // The connection's parts, handed over from the CONNECT phase one by one.
@@ -169,10 +181,11 @@ async fn serve(
     mut connect: Connect,
     peer: String,
     shared: Arc<Shared>,
-    mount: Option<Arc<str>>,
+    listener: ListenerContext,
     shutdown: CancellationToken,
 ) {
     let config = &shared.config;
+    let ListenerContext { mount, realm } = listener;
     let refuse = |code| ConnAck {
         session_present: false,
         code,
@@ -183,7 +196,7 @@ async fn serve(
         // requires an id.
         if !connect.clean_session
             || connect.protocol == Protocol::V31
-            || !config.allow_zero_length_clientid
+            || !shared.allow_zero_length_clientid(realm)
         {
             let _ = Box::pin(write_packet(
                 &mut stream,
@@ -233,7 +246,7 @@ async fn serve(
         }
     }
 
-    let auth = shared.auth();
+    let auth = shared.auth(realm);
     if let Err(refusal) =
         auth.authenticate(connect.username.as_deref(), connect.password.as_deref())
     {
@@ -271,6 +284,7 @@ async fn serve(
     }
     let session = attached.session;
     session.set_username(connect.username.as_deref().map(Arc::from));
+    session.set_realm(realm);
     session.lock().mount = mount.clone();
     if let (Some(m), Some(will)) = (&mount, connect.will.as_mut()) {
         will.topic = mounted(m, &will.topic);
@@ -314,7 +328,8 @@ async fn serve(
         deferred: VecDeque::new(),
         synced: shared.store.as_ref().map(|s| s.synced()),
         auth_generation: shared.auth_generation.load(Ordering::Acquire),
-        auth: shared.auth(),
+        auth: shared.auth(realm),
+        realm,
         // CONNECT in, CONNACK out.
         traffic: sys::Pending {
             messages_received: 1,
@@ -397,6 +412,8 @@ struct Connection<'a> {
     /// reload bumps `Shared::auth_generation` (no shared lock per publish).
     auth: Arc<crate::auth::Auth>,
     auth_generation: u64,
+    /// The realm of access rules this connection's listener uses.
+    realm: usize,
     /// Traffic for `$SYS`, added to the shared counters once per loop turn.
     traffic: sys::Pending,
 }
@@ -583,7 +600,7 @@ impl Connection<'_> {
                 }
                 // The SUBACK goes into the write buffer now; retained
                 // messages are queued and follow it [MQTT-3.8.4-1].
-                let auth = shared.auth();
+                let auth = shared.auth(self.realm);
                 let user = self.username.as_deref();
                 let codes = shared.router().subscribe(self.session, &s.filters, |f| {
                     let refused = topic::validate_filter(f).is_err()
@@ -653,13 +670,11 @@ impl Connection<'_> {
         let limit = self.shared.config.message_size_limit;
         // Clients may not publish to `$` topics; oversized messages are
         // dropped as Mosquitto does. Either way the QoS handshake completes.
-        let accept = !dollar
-            && (limit == 0 || p.payload.len() <= limit)
-            && {
-                self.refresh_auth();
-                self.auth
-                    .can_write(self.client_id, self.username.as_deref(), &p.topic)
-            };
+        let accept = !dollar && (limit == 0 || p.payload.len() <= limit) && {
+            self.refresh_auth();
+            self.auth
+                .can_write(self.client_id, self.username.as_deref(), &p.topic)
+        };
         if p.retain && !self.shared.config.retain_available {
             // As Mosquitto 2.0 with `retain_available false`: a retained
             // PUBLISH closes the connection, unacknowledged (MQTT 3.1.1
@@ -704,7 +719,7 @@ impl Connection<'_> {
     fn refresh_auth(&mut self) {
         let generation = self.shared.auth_generation.load(Ordering::Acquire);
         if generation != self.auth_generation {
-            self.auth = self.shared.auth();
+            self.auth = self.shared.auth(self.realm);
             self.auth_generation = generation;
         }
     }
@@ -748,10 +763,11 @@ impl Connection<'_> {
         let limit = self.shared.config.message_size_limit;
         if will.topic.starts_with('$')
             || (limit != 0 && will.payload.len() > limit)
-            || !self
-                .shared
-                .auth()
-                .can_write(self.client_id, self.username.as_deref(), &will.topic)
+            || !self.shared.auth(self.realm).can_write(
+                self.client_id,
+                self.username.as_deref(),
+                &will.topic,
+            )
         {
             debug!(client = %self.client_id, topic = %will.topic, "will dropped");
             return;
@@ -768,6 +784,7 @@ impl Connection<'_> {
         crate::router::Source {
             client_id: Arc::from(self.client_id.as_str()),
             username: self.username.as_deref().map(Arc::from),
+            realm: self.realm,
         }
     }
 }

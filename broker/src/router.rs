@@ -63,6 +63,9 @@ pub fn shared_filter(filter: &str) -> Option<Result<(&str, &str), ()>> {
 pub struct Source {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
+    /// The access-rule realm the publisher connected under (its
+    /// listener's with `per_listener_settings true`, else 0).
+    pub realm: usize,
 }
 
 /// A retained message and its publisher. The publisher is known only in
@@ -131,9 +134,11 @@ pub struct Router {
     pub stats: Stats,
     /// The store, when persistence is on.
     store: Option<Arc<Store>>,
-    /// The ACL, when an `acl_file` is configured: checked on every
-    /// delivery and on retained messages sent on subscribe.
-    acl: Option<Arc<Auth>>,
+    /// The access rules per realm (one, or one per listener with
+    /// `per_listener_settings true`); `None` where no `acl_file` is
+    /// configured. Checked on every delivery and on retained messages sent
+    /// on subscribe, with the subscriber's realm.
+    acls: Vec<Option<Arc<Auth>>>,
     /// `upgrade_outgoing_qos`: deliver at the subscription's granted QoS
     /// even when the message was published at a lower one (Mosquitto's
     /// non-standard option; the standard caps it [MQTT-3.8.4-6]).
@@ -208,9 +213,17 @@ impl Router {
         router
     }
 
-    /// Uses `auth`'s ACL for deliveries from now on.
-    pub fn set_auth(&mut self, auth: Arc<Auth>) {
-        self.acl = auth.acl.is_some().then_some(auth);
+    /// Uses these rules (by realm) for deliveries from now on.
+    pub fn set_auth(&mut self, auths: &[Arc<Auth>]) {
+        self.acls = auths
+            .iter()
+            .map(|a| a.acl.is_some().then(|| a.clone()))
+            .collect();
+    }
+
+    /// The ACL of `realm`, if it has one.
+    fn acl(&self, realm: usize) -> Option<&Auth> {
+        self.acls.get(realm).and_then(|a| a.as_deref())
     }
 
     fn record(&self, op: Op) -> u64 {
@@ -487,16 +500,20 @@ impl Router {
                 // Mosquitto and MQTT 5).
                 continue;
             }
-            let acl = self.acl.as_deref();
+            let acls = &self.acls;
+            let acl = |realm: usize| acls.get(realm).and_then(|a| a.as_deref());
             let upgrade = self.upgrade_outgoing_qos;
             let check_source = self.check_retain_source;
             let user = session.username();
+            let realm = session.realm();
             self.retained.for_each_match(filter, |topic, r| {
-                if let Some(auth) = acl {
+                if let Some(auth) = acl(realm) {
                     if !auth.can_read(&session.client_id, user.as_deref(), topic) {
                         return;
                     }
-                    if let (true, Some(source)) = (check_source, &r.source) {
+                }
+                if let (true, Some(source)) = (check_source, &r.source) {
+                    if let Some(auth) = acl(source.realm) {
                         let writer = source.username.as_deref();
                         if !auth.can_write(&source.client_id, writer, topic) {
                             return;
@@ -641,7 +658,7 @@ impl Router {
         }
         let mut delivered = 0;
         for (_, granted, session) in scratch.drain(..) {
-            if let Some(auth) = &self.acl {
+            if let Some(auth) = self.acl(session.realm()) {
                 let user = session.username();
                 if !auth.can_read(&session.client_id, user.as_deref(), topic) {
                     continue;

@@ -33,9 +33,10 @@ pub struct Shared {
     pub id_salt: u64,
     /// The store, when persistence is on.
     pub store: Option<Arc<Store>>,
-    /// Passwords and ACLs; replaced as a whole on SIGHUP when the files
-    /// load, left as they were when they do not.
-    auth: RwLock<Arc<Auth>>,
+    /// Passwords and ACLs by realm (one, or one per listener with
+    /// `per_listener_settings true`); replaced as a whole on SIGHUP when
+    /// the files load, left as they were when they do not.
+    auth: RwLock<Vec<Arc<Auth>>>,
     /// Bumped on every reload, so that connections can keep their own
     /// handle on the rules and refresh it only when it changed.
     pub auth_generation: AtomicU64,
@@ -44,24 +45,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(mut config: Config) -> Shared {
-        config.limits.max_inflight_bytes = config.max_inflight_bytes;
-        let auth = Auth {
-            allow_anonymous: config.allow_anonymous,
-            ..Auth::default()
-        };
-        let mut router = Router::new();
-        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
-        router.check_retain_source = config.check_retain_source;
-        Shared::with_router(config, router, None, auth)
-    }
-
     fn with_router(
         config: Config,
         router: Router,
         store: Option<Arc<Store>>,
-        auth: Auth,
+        auths: Vec<Auth>,
     ) -> Shared {
+        let auths: Vec<Arc<Auth>> = auths.into_iter().map(Arc::new).collect();
+        let mut router = router;
+        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
+        router.check_retain_source = config.check_retain_source;
+        router.set_auth(&auths);
         let id_salt = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -73,25 +67,38 @@ impl Shared {
             next_connection: AtomicU64::new(1),
             id_salt,
             store,
-            auth: RwLock::new(Arc::new(auth)),
+            auth: RwLock::new(auths),
             auth_generation: AtomicU64::new(0),
             counters: sys::Counters::default(),
         }
     }
 
-    /// The authentication and ACL rules in force.
-    pub fn auth(&self) -> Arc<Auth> {
-        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The authentication and ACL rules in force for `realm`.
+    pub fn auth(&self, realm: usize) -> Arc<Auth> {
+        let auths = self.auth.read().unwrap_or_else(|e| e.into_inner());
+        auths
+            .get(realm)
+            .or_else(|| auths.first())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether clients of `realm` may connect with an empty client id.
+    pub fn allow_zero_length_clientid(&self, realm: usize) -> bool {
+        match self.config.per_listener_settings {
+            true => realm_security(&self.config, realm).allow_zero_length_clientid,
+            false => self.config.allow_zero_length_clientid,
+        }
     }
 
     /// Reloads the password and ACL files (SIGHUP). A file that fails to
     /// load leaves the old rules in force: never a crash, never open access.
     pub fn reload_auth(&self) {
-        match load_auth(&self.config) {
-            Ok(auth) => {
-                let auth = Arc::new(auth);
-                self.router().set_auth(auth.clone());
-                *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth;
+        match load_auths(&self.config) {
+            Ok(auths) => {
+                let auths: Vec<Arc<Auth>> = auths.into_iter().map(Arc::new).collect();
+                self.router().set_auth(&auths);
+                *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auths;
                 self.auth_generation
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
                 info!("password and ACL files reloaded");
@@ -160,13 +167,16 @@ pub async fn run_with_reload(
             Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
         })
         .collect();
-    let mounts: Vec<Option<Arc<str>>> = (0..listeners.len())
-        .map(|i| {
-            config
+    // What each listener's clients get: its mount point, and its realm of
+    // access rules (its own with `per_listener_settings true`).
+    let contexts: Vec<connection::ListenerContext> = (0..listeners.len())
+        .map(|i| connection::ListenerContext {
+            mount: config
                 .listener_options
                 .get(i)
                 .and_then(|o| o.mount_point.as_deref())
-                .map(Arc::from)
+                .map(Arc::from),
+            realm: if config.per_listener_settings { i } else { 0 },
         })
         .collect();
     let websockets: Vec<bool> = (0..listeners.len())
@@ -179,11 +189,11 @@ pub async fn run_with_reload(
         .collect();
     let shared = Arc::new(open_state(config)?);
     let tracker = TaskTracker::new();
-    for (((listener, limit), websockets), mount) in listeners
+    for (((listener, limit), websockets), context) in listeners
         .into_iter()
         .zip(limits)
         .zip(websockets)
-        .zip(mounts)
+        .zip(contexts)
     {
         let addr = listener
             .local_addr()
@@ -203,7 +213,7 @@ pub async fn run_with_reload(
             listener,
             shared.clone(),
             limit,
-            mount,
+            context,
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -252,37 +262,57 @@ async fn expire_sessions(shared: Arc<Shared>, max_age: Duration, shutdown: Cance
     }
 }
 
-/// Loads the password and ACL files the configuration names, logging
-/// their warnings.
-fn load_auth(config: &Config) -> Result<Auth, auth::Error> {
-    let (auth, warnings) = auth::load(
-        config.password_file.as_deref(),
-        config.acl_file.as_deref(),
-        config.allow_anonymous,
-    )?;
-    for w in warnings {
-        tracing::warn!("{w}");
+/// The security settings of listener `realm` under `per_listener_settings
+/// true`; a listener that sets none gets the defaults (anonymous refused).
+fn realm_security(config: &Config, realm: usize) -> crate::config::ListenerSecurity {
+    config
+        .listener_options
+        .get(realm)
+        .and_then(|o| o.security.clone())
+        .unwrap_or_default()
+}
+
+/// Loads the password and ACL files the configuration names, logging their
+/// warnings: one set of rules, or one per listener with
+/// `per_listener_settings true` (realm = listener index).
+fn load_auths(config: &Config) -> Result<Vec<Auth>, auth::Error> {
+    fn load(
+        password_file: Option<&std::path::Path>,
+        acl_file: Option<&std::path::Path>,
+        allow_anonymous: bool,
+    ) -> Result<Auth, auth::Error> {
+        let (auth, warnings) = auth::load(password_file, acl_file, allow_anonymous)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(auth)
     }
-    Ok(auth)
+    if !config.per_listener_settings {
+        return Ok(vec![load(
+            config.password_file.as_deref(),
+            config.acl_file.as_deref(),
+            config.allow_anonymous,
+        )?]);
+    }
+    (0..config.listener_options.len().max(1))
+        .map(|realm| {
+            let security = realm_security(config, realm);
+            load(
+                security.password_file.as_deref(),
+                security.acl_file.as_deref(),
+                security.allow_anonymous,
+            )
+        })
+        .collect()
 }
 
 /// The shared state, loaded from the store when persistence is on.
 fn open_state(mut config: Config) -> io::Result<Shared> {
     // `max_inflight_bytes` is a session limit like the others.
     config.limits.max_inflight_bytes = config.max_inflight_bytes;
-    if config.per_listener_settings {
-        return Err(io::Error::other(
-            "per_listener_settings true is not supported yet; refusing to start rather \
-             than apply the wrong access rules",
-        ));
-    }
-    let auth = load_auth(&config).map_err(io::Error::other)?;
+    let auths = load_auths(&config).map_err(io::Error::other)?;
     if !config.persistence {
-        let mut router = Router::new();
-        router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
-        router.check_retain_source = config.check_retain_source;
-        router.set_auth(Arc::new(auth.clone()));
-        return Ok(Shared::with_router(config, router, None, auth));
+        return Ok(Shared::with_router(config, Router::new(), None, auths));
     }
     let path = store::store_path(&config.persistence_location, &config.persistence_file);
     let durability = if config.persistence_sync_interval.is_zero() {
@@ -292,18 +322,15 @@ fn open_state(mut config: Config) -> io::Result<Shared> {
     };
     let (store, recovered) = Store::open(&path, durability, config.persistence_refuse_corrupt)
         .map_err(io::Error::other)?;
-    let mut router = Router::with_store(store.clone(), recovered, config.limits);
-    router.upgrade_outgoing_qos = config.upgrade_outgoing_qos;
-    router.check_retain_source = config.check_retain_source;
-    router.set_auth(Arc::new(auth.clone()));
-    Ok(Shared::with_router(config, router, Some(store), auth))
+    let router = Router::with_store(store.clone(), recovered, config.limits);
+    Ok(Shared::with_router(config, router, Some(store), auths))
 }
 
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
-    mount: Option<Arc<str>>,
+    context: connection::ListenerContext,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -336,9 +363,9 @@ async fn accept_loop(
         }
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        let mount = mount.clone();
+        let context = context.clone();
         tracker.spawn(async move {
-            connection::handle(stream, shared, mount, shutdown).await;
+            connection::handle(stream, shared, context, shutdown).await;
             drop(permit);
         });
     }

@@ -150,6 +150,9 @@ pub struct Session {
     /// The user name of the attached (or last) connection, for ACL checks
     /// on delivery.
     username: Mutex<Option<Arc<str>>>,
+    /// The access-rule realm of that connection (its listener's with
+    /// `per_listener_settings true`, else 0).
+    realm: std::sync::atomic::AtomicUsize,
 }
 
 impl Session {
@@ -178,7 +181,17 @@ impl Session {
             }),
             notify: Notify::new(),
             username: Mutex::new(None),
+            realm: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    pub fn realm(&self) -> usize {
+        self.realm.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_realm(&self, realm: usize) {
+        self.realm
+            .store(realm, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn username(&self) -> Option<Arc<str>> {

@@ -288,3 +288,103 @@ async fn retain_available_false_closes_on_a_retained_publish() {
         .await;
     c.expect_closed().await;
 }
+
+#[tokio::test]
+async fn per_listener_settings_give_each_listener_its_own_access_rules() {
+    use broker::auth::{HashKind, PasswordHash};
+    use broker::config::{ListenerOptions, ListenerSecurity};
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    std::fs::write(
+        &pw,
+        format!(
+            "alice:{}\n",
+            PasswordHash::new(HashKind::Sha512Pbkdf2, 101, b"secret")
+        ),
+    )
+    .unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user alice\ntopic readwrite a/#\n").unwrap();
+    // Listener 0: open, no ACL. Listener 1: passwords and an ACL.
+    let open = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let secured = broker::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (open_addr, secured_addr) = (open.local_addr().unwrap(), secured.local_addr().unwrap());
+    let config = Config {
+        per_listener_settings: true,
+        listener_options: vec![
+            ListenerOptions {
+                security: Some(ListenerSecurity {
+                    allow_anonymous: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ListenerOptions {
+                security: Some(ListenerSecurity {
+                    allow_anonymous: false,
+                    password_file: Some(pw),
+                    acl_file: Some(acl),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Config::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    tokio::spawn(broker::server::run_listeners(
+        vec![open, secured],
+        config,
+        shutdown,
+    ));
+
+    let connack = |addr, user: Option<&'static str>| async move {
+        let mut connect = connect_packet("c", true);
+        connect.username = user.map(Into::into);
+        connect.password = user.map(|_| bytes::Bytes::from_static(b"secret"));
+        let mut c = Raw::open(addr).await;
+        c.send(&Packet::Connect(connect)).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(a)) => a.code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    };
+    assert_eq!(connack(open_addr, None).await, ConnectReturnCode::Accepted);
+    assert_eq!(
+        connack(secured_addr, None).await,
+        ConnectReturnCode::NotAuthorized
+    );
+    assert_eq!(
+        connack(secured_addr, Some("alice")).await,
+        ConnectReturnCode::Accepted
+    );
+
+    // The secured listener's ACL binds its clients only.
+    let mut connect = connect_packet("alice", true);
+    connect.username = Some("alice".into());
+    connect.password = Some(bytes::Bytes::from_static(b"secret"));
+    let (mut alice, _) = Raw::connect_with(secured_addr, connect).await;
+    let codes = alice
+        .subscribe(1, &[("a/#", QoS::AtMostOnce), ("b/#", QoS::AtMostOnce)])
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            broker::codec::SubackCode::Success(QoS::AtMostOnce),
+            broker::codec::SubackCode::Failure
+        ]
+    );
+    let mut anon = Raw::connect(open_addr, "anon", true).await;
+    let codes = anon.subscribe(1, &[("b/#", QoS::AtMostOnce)]).await;
+    assert_eq!(
+        codes,
+        vec![broker::codec::SubackCode::Success(QoS::AtMostOnce)]
+    );
+    // Delivery across listeners follows the receiver's rules.
+    anon.publish("a/x", b"1", QoS::AtLeastOnce, false, 1).await;
+    assert_eq!(alice.recv_publish().await.topic.as_str(), "a/x");
+    anon.publish("b/x", b"2", QoS::AtLeastOnce, false, 2).await;
+    assert_eq!(anon.recv_publish().await.topic.as_str(), "b/x");
+    alice.expect_quiet().await;
+}
