@@ -262,7 +262,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v.len() / 2;
-    if v.len() % 2 == 0 {
+    if v.len().is_multiple_of(2) {
         (v[m - 1] + v[m]) / 2.0
     } else {
         v[m]
@@ -309,7 +309,7 @@ async fn compare(args: &CompareArgs, dir: &Path) -> Result<()> {
         .filter(|s| {
             args.only
                 .as_ref()
-                .map_or(true, |o| s.label().contains(o.as_str()))
+                .is_none_or(|o| s.label().contains(o.as_str()))
         })
         .collect();
     let started = Instant::now();

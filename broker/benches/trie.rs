@@ -51,7 +51,7 @@ fn bench_size(size: usize, spread: usize) -> (f64, f64) {
         .map(|_| {
             let i = rng.next() as usize % spread;
             let (n, m) = (i / 10, i % 10);
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 format!("site/{n}/dev/{m}/temp")
             } else {
                 format!("site/{n}/dev/{m}/hum/x")

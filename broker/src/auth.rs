@@ -738,7 +738,7 @@ impl Auth {
     pub fn can_read(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
         self.acl
             .as_ref()
-            .map_or(true, |a| a.check_read(client_id, username, topic))
+            .is_none_or(|a| a.check_read(client_id, username, topic))
     }
 
     /// May this client publish to `topic` (a topic name)? `$SYS/...` and
@@ -749,14 +749,14 @@ impl Auth {
         }
         self.acl
             .as_ref()
-            .map_or(true, |a| a.check_write(client_id, username, topic))
+            .is_none_or(|a| a.check_write(client_id, username, topic))
     }
 
     /// May this client subscribe to `filter`? `false` means SUBACK 0x80.
     pub fn can_subscribe(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
         self.acl
             .as_ref()
-            .map_or(true, |a| a.check_subscribe(client_id, username, filter))
+            .is_none_or(|a| a.check_subscribe(client_id, username, filter))
     }
 }
 

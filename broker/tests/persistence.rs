@@ -255,7 +255,7 @@ async fn sigkill_loses_nothing_acknowledged() {
         let mut killed = false;
         'outer: while next < 60_000 {
             for _ in 0..20 {
-                let topic = if next % 2 == 0 {
+                let topic = if next.is_multiple_of(2) {
                     format!("r/{next}")
                 } else {
                     format!("q/{next}")
@@ -264,7 +264,7 @@ async fn sigkill_loses_nothing_acknowledged() {
                     &topic,
                     &next.to_be_bytes(),
                     QoS::AtLeastOnce,
-                    next % 2 == 0,
+                    next.is_multiple_of(2),
                     next,
                 ))
                 .await;

@@ -1039,7 +1039,7 @@ mod tests {
         }
         // A long remaining length, fed byte by byte.
         let mut publish = vec![0x30, 0x83, 0x01, 0, 1, b't'];
-        publish.extend(std::iter::repeat(7).take(128));
+        publish.extend(std::iter::repeat_n(7, 128));
         for n in 0..publish.len() {
             let mut src = BytesMut::from(&publish[..n]);
             assert_eq!(decode(&mut src, MAX), Ok(None), "prefix {n}");
