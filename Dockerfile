@@ -25,8 +25,12 @@ RUN groupadd --system --gid 1883 mosquitto \
     && mkdir -p /mosquitto/conf /mosquitto/data /mosquitto/log
 COPY --from=build /out/broker /out/device-sim /out/consumer /usr/local/bin/
 COPY --chown=1883:1883 conf/mosquitto.conf /mosquitto/conf/mosquitto.conf
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 RUN chown -R 1883:1883 /mosquitto
 WORKDIR /mosquitto
-USER 1883:1883
+# No USER line: the entry point starts as root only to give uid 1883 the
+# mounted data/ and log/ directories, then runs every command as 1883
+# (setpriv, from util-linux, which Debian always has).
 EXPOSE 1883
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 CMD ["broker", "-c", "/mosquitto/conf/mosquitto.conf"]
