@@ -271,6 +271,11 @@ async fn serve(
         connection_id,
         kick.clone(),
         config.limits,
+        crate::session::Identity {
+            username: connect.username.as_deref().map(Arc::from),
+            realm,
+            mount: mount.clone(),
+        },
     );
     if let Some(old) = attached.taken_over {
         // [MQTT-3.1.4-2]: the existing client is disconnected.
@@ -283,9 +288,6 @@ async fn serve(
         old.cancel();
     }
     let session = attached.session;
-    session.set_username(connect.username.as_deref().map(Arc::from));
-    session.set_realm(realm);
-    session.lock().mount = mount.clone();
     if let (Some(m), Some(will)) = (&mount, connect.will.as_mut()) {
         will.topic = mounted(m, &will.topic);
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::codec::{ByteStr, QoS, SubackCode};
 use crate::retain::RetainTree;
-use crate::session::{Limits, Message, Session};
+use crate::session::{Identity, Limits, Message, Session};
 use crate::store::{Op, Recovered, Store};
 use crate::trie::SubscriptionTrie;
 
@@ -242,6 +242,7 @@ impl Router {
         connection: u64,
         kick: CancellationToken,
         limits: Limits,
+        identity: Identity,
     ) -> Attached {
         let mut taken_over = None;
         let mut resume = None;
@@ -276,7 +277,7 @@ impl Router {
             }
         };
         entry.connection = Some((connection, kick));
-        entry.session.lock().owner = Some(connection);
+        entry.session.attach(connection, identity);
         let session = entry.session.clone();
         self.sessions.insert(session.client_id.clone(), entry);
         Attached {

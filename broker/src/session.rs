@@ -137,6 +137,19 @@ pub struct State {
     pub mount: Option<Arc<str>>,
 }
 
+/// Who a connection is, as far as its session needs to know: set when the
+/// connection attaches, under the router's lock, so that no publish routed
+/// to the session sees the previous connection's name or rules.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub username: Option<Arc<str>>,
+    /// The access-rule realm (its listener's with `per_listener_settings
+    /// true`, else 0).
+    pub realm: usize,
+    /// The listener's `mount_point`.
+    pub mount: Option<Arc<str>>,
+}
+
 /// A client's session, shared between the router and the connection task.
 #[derive(Debug)]
 pub struct Session {
@@ -189,9 +202,19 @@ impl Session {
         self.realm.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn set_realm(&self, realm: usize) {
+    fn set_realm(&self, realm: usize) {
         self.realm
             .store(realm, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Attaches connection `owner` with `identity`: from now on only it
+    /// drains the queue.
+    pub fn attach(&self, owner: u64, identity: Identity) {
+        self.set_username(identity.username);
+        self.set_realm(identity.realm);
+        let mut state = self.lock();
+        state.owner = Some(owner);
+        state.mount = identity.mount;
     }
 
     pub fn username(&self) -> Option<Arc<str>> {
@@ -201,7 +224,7 @@ impl Session {
             .clone()
     }
 
-    pub fn set_username(&self, username: Option<Arc<str>>) {
+    fn set_username(&self, username: Option<Arc<str>>) {
         *self.username.lock().unwrap_or_else(|e| e.into_inner()) = username;
     }
 
