@@ -354,9 +354,22 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            debug!(%peer, "max_connections reached; connection refused");
-            continue;
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // At the limit: a client that just closed may not have been
+            // noticed by its task yet (Mosquitto's single loop sees the
+            // close first). Give the slot a moment to free up, then refuse.
+            Err(_) => {
+                match tokio::time::timeout(Duration::from_millis(50), limit.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        debug!(%peer, "max_connections reached; connection refused");
+                        continue;
+                    }
+                }
+            }
         };
         if shared.config.set_tcp_nodelay {
             let _ = stream.set_nodelay(true);

@@ -388,3 +388,22 @@ async fn per_listener_settings_give_each_listener_its_own_access_rules() {
     assert_eq!(anon.recv_publish().await.topic.as_str(), "b/x");
     alice.expect_quiet().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_freed_by_a_close_is_available_to_an_immediate_reconnect() {
+    // Mosquitto's own max_connections test closes every client and
+    // reconnects at once: the freed slots must be usable then, although
+    // the broker's tasks may not have seen the closes yet.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections 10\n");
+    let _broker = Proc::with_config(dir.path(), &config, port).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    for round in 0..10 {
+        let mut clients = Vec::new();
+        for i in 0..10 {
+            clients.push(Raw::connect(addr, &format!("c{round}-{i}"), true).await);
+        }
+        drop(clients);
+    }
+}
