@@ -292,6 +292,18 @@ fn max_ahead(payload: usize) -> u64 {
 }
 
 /// Pushes the broker-CPU figures every scenario has.
+/// What the publish scenarios measure: messages published, deliveries made
+/// and lost (of `expected`), and deliveries per second.
+fn push_deliveries(r: &mut Report, sent: u64, expected: u64, d: &Delivery) {
+    r.push("published", sent as f64);
+    r.push("delivered", d.delivered as f64);
+    r.push("lost", expected.saturating_sub(d.delivered) as f64);
+    r.push(
+        "deliveries_per_s",
+        d.delivered as f64 / d.interval.as_secs_f64().max(1e-9),
+    );
+}
+
 fn push_cpu(r: &mut Report, before: CpuMark, after: CpuMark, wall: Duration, work: u64) {
     let broker = after.broker - before.broker;
     r.push("broker_cpu_s", broker);
@@ -367,14 +379,7 @@ async fn throughput(t: Target, a: &ThroughputArgs, label: String) -> Result<Repo
     let wall = start.elapsed();
 
     let mut r = Report::new("throughput", label);
-    let expected = sent * fan;
-    r.push("published", sent as f64);
-    r.push("delivered", d.delivered as f64);
-    r.push("lost", expected.saturating_sub(d.delivered) as f64);
-    r.push(
-        "deliveries_per_s",
-        d.delivered as f64 / d.interval.as_secs_f64().max(1e-9),
-    );
+    push_deliveries(&mut r, sent, sent * fan, &d);
     push_cpu(&mut r, before, after, wall, d.delivered);
     Ok(r)
 }
@@ -538,13 +543,7 @@ async fn subscriptions(t: Target, a: &SubscriptionsArgs, label: String) -> Resul
     let wall = start.elapsed();
     let mut r = Report::new("subscriptions", label);
     r.push("subscribe_s", subscribe_s);
-    r.push("published", sent as f64);
-    r.push("delivered", d.delivered as f64);
-    r.push("lost", sent.saturating_sub(d.delivered) as f64);
-    r.push(
-        "deliveries_per_s",
-        d.delivered as f64 / d.interval.as_secs_f64().max(1e-9),
-    );
+    push_deliveries(&mut r, sent, sent, &d);
     push_cpu(&mut r, before, after, wall, d.delivered);
     Ok(r)
 }

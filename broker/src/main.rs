@@ -21,8 +21,8 @@ Usage: broker [-c config_file] [-p port] [-v]
        broker -h | --help | --version
 
  -c : read configuration from a mosquitto.conf file.
- -p : listen on this port (repeatable). Without a config file's listener
-      the broker listens on 127.0.0.1 only (local-only mode, as mosquitto 2.0).
+ -p : listen on this port (repeatable), on 127.0.0.1 only (local-only mode,
+      as mosquitto 2.0). Ignored when the config file defines listeners.
  -v : verbose: log every connection and packet type.
  check : connect to a broker over MQTT and exit 0 when it accepts the
       connection, 1 otherwise (for container health checks).";

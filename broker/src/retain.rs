@@ -172,7 +172,8 @@ impl<V> RetainTree<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::{matches, validate_filter, validate_name};
+    use crate::topic::matches;
+    use crate::topic::tests::{filter, name};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -229,28 +230,6 @@ mod tests {
         assert_eq!(got, vec![("a/b".to_string(), 2)]);
         assert_eq!(tree.remove("a/b"), Some(2));
         assert!(tree.is_empty() && tree.is_pruned());
-    }
-
-    fn level() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["a", "b", "", "$SYS", "$x"])
-    }
-
-    fn name() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5)
-            .prop_map(|l| l.join("/"))
-            .prop_filter("valid name", |n| validate_name(n).is_ok())
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let lvl = prop_oneof![3 => level(), 1 => Just("+")];
-        (prop::collection::vec(lvl, 0..4), any::<bool>())
-            .prop_map(|(mut l, hash)| {
-                if hash || l.is_empty() {
-                    l.push("#");
-                }
-                l.join("/")
-            })
-            .prop_filter("valid filter", |f| validate_filter(f).is_ok())
     }
 
     proptest! {

@@ -93,6 +93,32 @@ pub fn matches(filter: &str, name: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Levels from a small alphabet so that random filters and names collide.
+    fn level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "", "$SYS", "$x"])
+    }
+
+    /// Random valid topic names, for the trie and retained store property tests.
+    pub(crate) fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(level(), 1..5)
+            .prop_map(|l| l.join("/"))
+            .prop_filter("valid name", |n| validate_name(n).is_ok())
+    }
+
+    /// Random valid topic filters, for the trie and retained store property tests.
+    pub(crate) fn filter() -> impl Strategy<Value = String> {
+        let lvl = prop_oneof![3 => level(), 1 => Just("+")];
+        (prop::collection::vec(lvl, 0..4), any::<bool>())
+            .prop_map(|(mut l, hash)| {
+                if hash || l.is_empty() {
+                    l.push("#");
+                }
+                l.join("/")
+            })
+            .prop_filter("valid filter", |f| validate_filter(f).is_ok())
+    }
 
     #[test]
     fn names() {

@@ -260,7 +260,8 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTrie<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::{matches, validate_filter, validate_name};
+    use crate::topic::matches;
+    use crate::topic::tests::{filter, name};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -333,29 +334,6 @@ mod tests {
             assert!(trie.remove("x/#", &k).is_some());
         }
         assert!(trie.is_empty() && trie.is_pruned());
-    }
-
-    /// Levels from a small alphabet so that random filters and names collide.
-    fn level() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["a", "b", "", "$SYS", "$x"])
-    }
-
-    fn name() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5)
-            .prop_map(|l| l.join("/"))
-            .prop_filter("valid name", |n| validate_name(n).is_ok())
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let lvl = prop_oneof![3 => level(), 1 => Just("+")];
-        (prop::collection::vec(lvl, 0..4), any::<bool>())
-            .prop_map(|(mut l, hash)| {
-                if hash || l.is_empty() {
-                    l.push("#");
-                }
-                l.join("/")
-            })
-            .prop_filter("valid filter", |f| validate_filter(f).is_ok())
     }
 
     proptest! {

@@ -50,6 +50,25 @@ fn drive(mut ev: EventLoop) -> tokio::sync::mpsc::Receiver<rumqttc::Publish> {
     rx
 }
 
+/// Client "sub", subscribed to `filter` (the SUBACK has arrived), and the
+/// publishes it receives. Keep the client: dropping it ends its event loop.
+async fn subscriber(
+    b: &TestBroker,
+    filter: &str,
+    qos: QoS,
+) -> (AsyncClient, tokio::sync::mpsc::Receiver<rumqttc::Publish>) {
+    let (sub, mut ev) = AsyncClient::new(options(b, "sub"), 64);
+    sub.subscribe(filter, qos).await.unwrap();
+    until(&mut ev, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    (sub, drive(ev))
+}
+
+/// Client "pub", its event loop driven in the background.
+fn publisher(b: &TestBroker) -> (AsyncClient, tokio::sync::mpsc::Receiver<rumqttc::Publish>) {
+    let (publisher, ev) = AsyncClient::new(options(b, "pub"), 64);
+    (publisher, drive(ev))
+}
+
 async fn next(rx: &mut tokio::sync::mpsc::Receiver<rumqttc::Publish>) -> rumqttc::Publish {
     tokio::time::timeout(TIMEOUT, rx.recv())
         .await
@@ -60,18 +79,8 @@ async fn next(rx: &mut tokio::sync::mpsc::Receiver<rumqttc::Publish>) -> rumqttc
 #[tokio::test]
 async fn rumqttc_publish_subscribe_all_qos() {
     let b = TestBroker::start().await;
-    let (sub, mut sub_ev) = AsyncClient::new(options(&b, "sub"), 64);
-    sub.subscribe("sensors/+/temp", QoS::ExactlyOnce)
-        .await
-        .unwrap();
-    until(&mut sub_ev, |p| {
-        matches!(p, Packet::SubAck(_)).then_some(())
-    })
-    .await;
-    let mut rx = drive(sub_ev);
-
-    let (publisher, ev) = AsyncClient::new(options(&b, "pub"), 64);
-    let _pub_rx = drive(ev);
+    let (_sub, mut rx) = subscriber(&b, "sensors/+/temp", QoS::ExactlyOnce).await;
+    let (publisher, _pub_rx) = publisher(&b);
     for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
@@ -92,15 +101,8 @@ async fn rumqttc_many_messages_in_order() {
     // 1000 = the default queue limit: however far the publisher runs ahead
     // of the subscriber, nothing is dropped.
     let b = TestBroker::start().await;
-    let (sub, mut sub_ev) = AsyncClient::new(options(&b, "sub"), 64);
-    sub.subscribe("t", QoS::AtLeastOnce).await.unwrap();
-    until(&mut sub_ev, |p| {
-        matches!(p, Packet::SubAck(_)).then_some(())
-    })
-    .await;
-    let mut rx = drive(sub_ev);
-    let (publisher, ev) = AsyncClient::new(options(&b, "pub"), 64);
-    let _pub_rx = drive(ev);
+    let (_sub, mut rx) = subscriber(&b, "t", QoS::AtLeastOnce).await;
+    let (publisher, _pub_rx) = publisher(&b);
     tokio::spawn(async move {
         for i in 0..1000u32 {
             publisher

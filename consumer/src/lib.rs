@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, Incoming, MqttOptions, Outgoing,
-    Publish, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, Incoming, Outgoing, Publish,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -98,12 +98,8 @@ pub async fn run_with(
         .id
         .clone()
         .unwrap_or_else(|| format!("consumer-{:08x}", rand::random::<u32>()));
-    let mut mqtt = MqttOptions::new(client_id, options.host.clone(), options.port);
-    mqtt.set_keep_alive(Duration::from_secs(60));
+    let mut mqtt = options.broker.mqtt_options(client_id);
     mqtt.set_clean_session(!options.persistent);
-    if let Some(user) = &options.username {
-        mqtt.set_credentials(user.clone(), options.password.clone().unwrap_or_default());
-    }
     // Allow large payloads, as mosquitto_sub does; rumqttc's default is 10 KiB.
     mqtt.set_max_packet_size(256 * 1024 * 1024, 256 * 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 16);
@@ -199,8 +195,8 @@ pub async fn run_with(
                 let delay = backoff.next_delay();
                 eprintln!(
                     "consumer: connection to {}:{} lost or refused: {e}; reconnecting in {} ms",
-                    options.host,
-                    options.port,
+                    options.broker.host,
+                    options.broker.port,
                     delay.as_millis()
                 );
                 let timed_out = async {

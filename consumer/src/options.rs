@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use rumqttc::QoS;
+use stack_common::Broker;
 
 /// Subscribe and print each payload on its own line (a Rust take on the classic paho consumer).
 ///
@@ -14,18 +15,9 @@ use rumqttc::QoS;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "consumer", version, disable_help_flag = true)]
 pub struct Options {
-    /// Broker host.
-    #[arg(
-        short = 'h',
-        long = "host",
-        env = "MQTT_HOST",
-        default_value = "localhost"
-    )]
-    pub host: String,
-
-    /// Broker port.
-    #[arg(short = 'p', long = "port", env = "MQTT_PORT", default_value_t = 1883)]
-    pub port: u16,
+    /// Broker host, port and credentials.
+    #[command(flatten)]
+    pub broker: Broker,
 
     /// Topic filter to subscribe to; repeat for several.
     #[arg(short = 't', long = "topic", default_value = "/data")]
@@ -56,14 +48,6 @@ pub struct Options {
     #[arg(short = 'W', value_name = "SECONDS")]
     pub timeout: Option<f64>,
 
-    /// User name.
-    #[arg(short = 'u', long = "username")]
-    pub username: Option<String>,
-
-    /// Password (with -u).
-    #[arg(short = 'P', long = "pw")]
-    pub password: Option<String>,
-
     /// Output: `plain` payload lines, or `json`, one object per message.
     #[arg(long = "format", value_enum, default_value_t = Format::Plain)]
     pub format: Format,
@@ -83,11 +67,7 @@ impl Default for Options {
 impl Options {
     /// The QoS as rumqttc's type.
     pub fn qos(&self) -> QoS {
-        match self.qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        }
+        stack_common::qos(self.qos)
     }
 
     /// `-W` as a duration.
@@ -108,10 +88,7 @@ impl Options {
                 bail!("-W must be a positive number of seconds");
             }
         }
-        if self.password.is_some() && self.username.is_none() {
-            bail!("-P needs -u");
-        }
-        Ok(())
+        self.broker.validate()
     }
 }
 
@@ -142,7 +119,7 @@ mod tests {
             "-c", "-v", "-C", "3", "-W", "2",
         ])
         .unwrap();
-        assert_eq!((o.host.as_str(), o.port), ("mqtt", 1884));
+        assert_eq!((o.broker.host.as_str(), o.broker.port), ("mqtt", 1884));
         assert_eq!(o.topics, ["a/#", "b"]);
         assert!(o.persistent && o.verbose);
         assert_eq!((o.count, o.timeout), (Some(3), Some(2.0)));

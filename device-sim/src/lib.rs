@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -216,11 +216,7 @@ async fn run_device(
     shutdown: &CancellationToken,
 ) -> Result<DeviceSummary> {
     let client_id = client_id(options, device);
-    let mut mqtt = MqttOptions::new(client_id.clone(), options.host.clone(), options.port);
-    mqtt.set_keep_alive(Duration::from_secs(60));
-    if let Some(user) = &options.username {
-        mqtt.set_credentials(user.clone(), options.password.clone().unwrap_or_default());
-    }
+    let mqtt = options.broker.mqtt_options(client_id.clone());
     let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
     let qos = options.qos();
 

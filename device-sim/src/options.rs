@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use rand::Rng;
 use rumqttc::QoS;
+use stack_common::Broker;
 
 /// Simulated MQTT telemetry devices (a Rust take on the classic paho producer).
 ///
@@ -14,18 +15,9 @@ use rumqttc::QoS;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "device-sim", version, disable_help_flag = true)]
 pub struct Options {
-    /// Broker host.
-    #[arg(
-        short = 'h',
-        long = "host",
-        env = "MQTT_HOST",
-        default_value = "localhost"
-    )]
-    pub host: String,
-
-    /// Broker port.
-    #[arg(short = 'p', long = "port", env = "MQTT_PORT", default_value_t = 1883)]
-    pub port: u16,
+    /// Broker host, port and credentials.
+    #[command(flatten)]
+    pub broker: Broker,
 
     /// Topic to publish to.
     #[arg(short = 't', long = "topic", default_value = "/data")]
@@ -42,14 +34,6 @@ pub struct Options {
     /// Client id; with `--devices N > 1`, device k uses `ID-k`. Default `device-sim-PID-k`.
     #[arg(short = 'i', long = "id")]
     pub id: Option<String>,
-
-    /// User name.
-    #[arg(short = 'u', long = "username")]
-    pub username: Option<String>,
-
-    /// Password (with -u).
-    #[arg(short = 'P', long = "pw")]
-    pub password: Option<String>,
 
     /// Messages per device; 0 publishes forever.
     #[arg(long = "count", default_value_t = 20)]
@@ -91,11 +75,7 @@ impl Default for Options {
 impl Options {
     /// The QoS as rumqttc's type.
     pub fn qos(&self) -> QoS {
-        match self.qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        }
+        stack_common::qos(self.qos)
     }
 
     /// `--drain-timeout` as a duration.
@@ -116,10 +96,7 @@ impl Options {
         if !(self.drain_timeout.is_finite() && (0.0..1e9).contains(&self.drain_timeout)) {
             bail!("--drain-timeout must be a non-negative number of seconds");
         }
-        if self.password.is_some() && self.username.is_none() {
-            bail!("-P needs -u");
-        }
-        Ok(())
+        self.broker.validate()
     }
 }
 
@@ -195,7 +172,7 @@ mod tests {
     #[test]
     fn dash_h_is_the_host() {
         let o = Options::try_parse_from(["device-sim", "-h", "mqtt", "-p", "1884"]).unwrap();
-        assert_eq!((o.host.as_str(), o.port), ("mqtt", 1884));
+        assert_eq!((o.broker.host.as_str(), o.broker.port), ("mqtt", 1884));
         let help = Options::try_parse_from(["device-sim", "--help"]).unwrap_err();
         assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
     }

@@ -217,7 +217,8 @@ fn connect(mut r: Reader) -> Result<Connect, Error> {
         ("MQTT", 4) => Protocol::V311,
         ("MQIsdp", 3) => Protocol::V31,
         _ => {
-            // [MQTT-3.1.2-2]: the caller answers CONNACK 0x01.
+            // The caller answers CONNACK 0x01 to a known name at another
+            // level [MQTT-3.1.2-2] and closes on any other name.
             return Err(Error::UnsupportedProtocol {
                 name: name.as_str().to_owned(),
                 level,

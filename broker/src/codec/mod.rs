@@ -70,8 +70,10 @@ pub enum Error {
     InvalidConnectReturnCode(u8),
     #[error("invalid SUBACK return code {0:#04x}")]
     InvalidSubackReturnCode(u8),
-    /// An unknown protocol name or level. The broker answers CONNACK 0x01
-    /// and closes the connection [MQTT-3.1.2-2].
+    /// An unknown protocol name or level. For a known name ("MQTT",
+    /// "MQIsdp") at a level it does not speak the broker answers CONNACK
+    /// 0x01 and closes [MQTT-3.1.2-2]; any other name is closed without
+    /// CONNACK [MQTT-3.1.2-1].
     #[error("unsupported protocol {name:?} level {level}")]
     UnsupportedProtocol { name: String, level: u8 },
     #[error("I/O error: {0}")]
