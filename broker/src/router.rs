@@ -78,6 +78,20 @@ struct Retained {
     source: Option<Source>,
 }
 
+/// The ACL of `realm` in `acls`, if it has one.
+fn acl_of(acls: &[Option<Arc<Auth>>], realm: usize) -> Option<&Auth> {
+    acls.get(realm).and_then(|a| a.as_deref())
+}
+
+/// Whether `session` may receive a message on `topic` under `acls` (its
+/// realm's ACL, with its current user name).
+fn may_read(acls: &[Option<Arc<Auth>>], session: &Session, topic: &str) -> bool {
+    match acl_of(acls, session.realm()) {
+        Some(auth) => auth.can_read(&session.client_id, session.username().as_deref(), topic),
+        None => true,
+    }
+}
+
 /// A session known to the router.
 #[derive(Debug)]
 struct Entry {
@@ -219,11 +233,6 @@ impl Router {
             .iter()
             .map(|a| a.acl.is_some().then(|| a.clone()))
             .collect();
-    }
-
-    /// The ACL of `realm`, if it has one.
-    fn acl(&self, realm: usize) -> Option<&Auth> {
-        self.acls.get(realm).and_then(|a| a.as_deref())
     }
 
     fn record(&self, op: Op) -> u64 {
@@ -502,19 +511,14 @@ impl Router {
                 continue;
             }
             let acls = &self.acls;
-            let acl = |realm: usize| acls.get(realm).and_then(|a| a.as_deref());
             let upgrade = self.upgrade_outgoing_qos;
             let check_source = self.check_retain_source;
-            let user = session.username();
-            let realm = session.realm();
             self.retained.for_each_match(filter, |topic, r| {
-                if let Some(auth) = acl(realm) {
-                    if !auth.can_read(&session.client_id, user.as_deref(), topic) {
-                        return;
-                    }
+                if !may_read(acls, session, topic) {
+                    return;
                 }
                 if let (true, Some(source)) = (check_source, &r.source) {
-                    if let Some(auth) = acl(source.realm) {
+                    if let Some(auth) = acl_of(acls, source.realm) {
                         let writer = source.username.as_deref();
                         if !auth.can_write(&source.client_id, writer, topic) {
                             return;
@@ -659,11 +663,8 @@ impl Router {
         }
         let mut delivered = 0;
         for (_, granted, session) in scratch.drain(..) {
-            if let Some(auth) = self.acl(session.realm()) {
-                let user = session.username();
-                if !auth.can_read(&session.client_id, user.as_deref(), topic) {
-                    continue;
-                }
+            if !may_read(&self.acls, &session, topic) {
+                continue;
             }
             let (owned_topic, owned_payload) = own();
             let message = Message {

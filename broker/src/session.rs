@@ -269,17 +269,16 @@ impl Session {
         let online = state.owner.is_some();
         let seq = state.next_seq;
         state.next_seq += 1;
-        let mut ticket = 0;
-        if state.stored(&message) {
-            if let Some((store, client)) = &state.journal {
-                ticket = store.append(Op::PutMsg {
-                    client: client.clone(),
-                    seq,
-                    message: message.clone(),
-                    delivery: Delivery::Queued,
-                });
-            }
-        }
+        let ticket = if state.stored(&message) {
+            state.record(|client| Op::PutMsg {
+                client,
+                seq,
+                message: message.clone(),
+                delivery: Delivery::Queued,
+            })
+        } else {
+            0
+        };
         state.queued_bytes += message.size();
         state.queue.push_back(Queued { seq, message });
         drop(state);
