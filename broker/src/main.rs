@@ -154,6 +154,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         warn!("{w}");
     }
 
+    raise_open_files_limit();
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,6 +219,38 @@ fn mount_mixup(path: &Path) -> Option<PathBuf> {
         }
         other.is_file().then_some(other)
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: a broker holds a
+/// descriptor per client, and the usual soft limit of 1024 would refuse
+/// clients long before memory or CPU run out (Go's runtime and nginx do the
+/// same). Failure changes nothing and is only logged.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            // An unlimited hard limit cannot be set as the soft one
+            // (the kernel caps descriptors at fs.nr_open, 2^20 by default).
+            let target = limit.rlim_max.min(1 << 20);
+            if limit.rlim_cur < target {
+                let old = limit.rlim_cur;
+                limit.rlim_cur = target;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    tracing::debug!("open files limit raised from {old} to {target}");
+                } else {
+                    warn!("cannot raise the open files limit above {old}");
+                }
+            }
+        }
+    }
 }
 
 /// Socket addresses for a listener: its bind address, or every interface

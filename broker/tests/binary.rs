@@ -204,3 +204,27 @@ async fn websockets_listeners_are_closed_not_served_as_plain_mqtt() {
     };
     assert!(!served, "plain MQTT answered on a websockets listener");
 }
+
+#[tokio::test]
+async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+    // One descriptor per client: a soft limit of 256 must not cap clients.
+    let port = free_port();
+    let script = format!("ulimit -Sn 256 && exec {BIN} -p {port}");
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_listening(port).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.0.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    // "Max open files SOFT HARD files"; an unlimited hard limit is capped
+    // at 2^20 (the kernel's default fs.nr_open).
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let hard = fields[4].parse::<u64>().unwrap_or(u64::MAX).min(1 << 20);
+    assert_eq!(fields[3].parse::<u64>().unwrap(), hard, "{line}");
+}
