@@ -122,6 +122,9 @@ pub async fn handle(
     };
     let mut rbuf = BytesMut::with_capacity(256);
     let mut read = 0;
+    // Until CONNECT is accepted, no more than a CONNECT can be.
+    let configured = codec.max_packet_size;
+    codec.max_packet_size = configured.min(codec::MAX_CONNECT_SIZE);
 
     let first = tokio::select! {
         // Boxed here and below: these awaits happen once per connection,
@@ -133,6 +136,7 @@ pub async fn handle(
         )) => r,
         _ = shutdown.cancelled() => return,
     };
+    codec.max_packet_size = configured;
     let connect = match first {
         Ok(Ok(Some(Packet::Connect(c)))) => c,
         Ok(Err(codec::Error::UnsupportedProtocol { name, level }))

@@ -437,3 +437,24 @@ async fn responses_owed_before_a_violation_are_sent() {
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
     c.expect_closed().await;
 }
+
+#[tokio::test]
+async fn a_first_packet_larger_than_any_connect_closes_at_once() {
+    // Nothing is buffered beyond what a CONNECT can be before a client has
+    // authenticated: a 1 MiB "CONNECT" header closes the connection.
+    let b = TestBroker::start().await;
+    let mut c = Raw::open(b.addr).await;
+    c.send_bytes(&[0x10, 0x80, 0x80, 0x40]).await; // remaining length 1 MiB
+    c.expect_closed().await;
+    // A CONNECT with a 60 KB will payload is still fine.
+    let connect = with_will(
+        connect_packet("big-will", true),
+        "w",
+        &[7; 60_000],
+        QoS::AtMostOnce,
+        false,
+    );
+    let (mut c, _) = Raw::connect_with(b.addr, connect).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+}

@@ -22,6 +22,13 @@ pub use encode::{encode, encode_publish};
 /// express (268,435,455 bytes) [MQTT-2.2.3].
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 
+/// The largest CONNECT the standard allows: fixed header (5), protocol
+/// name, level, flags and keepalive (12), then five length-prefixed fields
+/// of at most 65,535 bytes each (client id, will topic, will payload, user
+/// name, password). A larger first packet cannot be a CONNECT, so nothing
+/// more is buffered for a client that has not authenticated.
+pub const MAX_CONNECT_SIZE: usize = 5 + 12 + 5 * (2 + 65_535);
+
 /// A codec error: anything that makes the byte stream unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
