@@ -110,52 +110,6 @@ async fn queued_bytes_stay_right_when_qos0_is_discarded_on_disconnect() {
     assert_eq!(&sub.recv_publish().await.payload[..], &[b'z'; 30]);
 }
 
-fn rss_mib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096 / (1 << 20)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_messages_do_not_pin_the_publishers_read_buffers() {
-    // A stalled subscriber holds ~3 KB of small messages, each of which
-    // arrived right behind a 1 MiB message: it must not keep 300 MiB of
-    // read buffers alive.
-    let mut config = Config::default();
-    config.limits.max_queued_bytes = 10_000;
-    config.limits.max_inflight = 1;
-    let b = TestBroker::with_config(config).await;
-    let mut sub = Raw::connect(b.addr, "slow", true).await;
-    sub.subscribe(1, &[("small", QoS::AtLeastOnce)]).await;
-    let mut publisher = Raw::connect(b.addr, "pub", true).await;
-    publisher
-        .publish("small", b"1", QoS::AtLeastOnce, false, 1)
-        .await;
-    publisher
-        .publish("small", b"2", QoS::AtLeastOnce, false, 2)
-        .await;
-    let before = rss_mib();
-    let big = vec![b'B'; 1 << 20];
-    let mut one = bytes::BytesMut::new();
-    broker::codec::encode(
-        &publish_packet("nobody", &big, QoS::AtMostOnce, false, 0),
-        &mut one,
-    )
-    .unwrap();
-    broker::codec::encode(
-        &publish_packet("small", b"0123456789", QoS::AtMostOnce, false, 0),
-        &mut one,
-    )
-    .unwrap();
-    for _ in 0..300 {
-        publisher.send_bytes(&one).await;
-    }
-    publisher.send(&Packet::PingReq).await;
-    assert_eq!(publisher.recv().await, Some(Packet::PingResp));
-    let after = rss_mib();
-    assert!(after < before + 64, "RSS grew from {before} to {after} MiB");
-    drop(sub);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_discarded_by_a_clean_takeover_stays_discarded_after_restart() {
     // [MQTT-3.1.2-6]: the old connection, still busy with a burst of QoS 2
