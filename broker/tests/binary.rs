@@ -105,7 +105,7 @@ async fn local_only_mode_and_check_subcommand() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     p.signal("-TERM");
-    p.wait_exit(Duration::from_secs(2));
+    p.wait_exit(Duration::from_secs(5));
     let mut stderr = String::new();
     std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("local only mode"), "{stderr}");
@@ -140,7 +140,7 @@ async fn config_file_listener_and_log_file() {
     c.send(&Packet::Disconnect).await;
     c.expect_closed().await;
     p.signal("-TERM");
-    p.wait_exit(Duration::from_secs(2));
+    p.wait_exit(Duration::from_secs(5));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("as logged-client"), "{text}");
 }
