@@ -144,14 +144,7 @@ pub async fn handle(
         {
             // [MQTT-3.1.2-2]: a level we do not speak: CONNACK 0x01, close.
             debug!(%peer, "unsupported protocol {name:?} level {level}");
-            let _ = Box::pin(write_packet(
-                &mut stream,
-                &Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    code: ConnectReturnCode::UnacceptableProtocolVersion,
-                }),
-            ))
-            .await;
+            refuse(&mut stream, ConnectReturnCode::UnacceptableProtocolVersion).await;
             return;
         }
         Ok(Ok(Some(p))) => {
@@ -212,10 +205,6 @@ async fn serve(handoff: Box<Handoff>) {
     } = *handoff;
     let config = &shared.config;
     let ListenerContext { mount, realm } = listener;
-    let refuse = |code| ConnAck {
-        session_present: false,
-        code,
-    };
 
     if connect.client_id.is_empty() {
         // [MQTT-3.1.3-8]: an empty id needs clean session; MQTT 3.1
@@ -224,11 +213,7 @@ async fn serve(handoff: Box<Handoff>) {
             || connect.protocol == Protocol::V31
             || !shared.allow_zero_length_clientid(realm)
         {
-            let _ = Box::pin(write_packet(
-                &mut stream,
-                &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
-            ))
-            .await;
+            refuse(&mut stream, ConnectReturnCode::IdentifierRejected).await;
             return;
         }
         // [MQTT-3.1.3-6]: the server assigns a unique id.
@@ -246,22 +231,14 @@ async fn serve(handoff: Box<Handoff>) {
             if config.connection_messages {
                 info!("Client {} disconnected, not authorised.", connect.client_id);
             }
-            let _ = write_packet(
-                &mut stream,
-                &Packet::ConnAck(refuse(ConnectReturnCode::NotAuthorized)),
-            )
-            .await;
+            refuse(&mut stream, ConnectReturnCode::NotAuthorized).await;
             return;
         }
     }
     if let Some(max) = config.max_keepalive {
         if connect.keep_alive == 0 || connect.keep_alive > max {
             debug!(%peer, "keepalive {} refused (max_keepalive {max})", connect.keep_alive);
-            let _ = Box::pin(write_packet(
-                &mut stream,
-                &Packet::ConnAck(refuse(ConnectReturnCode::IdentifierRejected)),
-            ))
-            .await;
+            refuse(&mut stream, ConnectReturnCode::IdentifierRejected).await;
             return;
         }
     }
@@ -284,7 +261,7 @@ async fn serve(handoff: Box<Handoff>) {
             4 => ConnectReturnCode::BadUserNameOrPassword,
             _ => ConnectReturnCode::NotAuthorized,
         };
-        let _ = Box::pin(write_packet(&mut stream, &Packet::ConnAck(refuse(code)))).await;
+        refuse(&mut stream, code).await;
         return;
     }
     drop(auth);
@@ -889,6 +866,22 @@ async fn read_packet(
             n => *read += n as u64,
         }
     }
+}
+
+/// Answers a refused CONNECT with its CONNACK return code; the caller then
+/// closes the connection [MQTT-3.2.2-5]. Boxed: it happens at most once per
+/// connection, and inline it would size every connection's task for it.
+fn refuse(
+    stream: &mut TcpStream,
+    code: ConnectReturnCode,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    Box::pin(async move {
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+        });
+        let _ = write_packet(stream, &connack).await;
+    })
 }
 
 async fn write_packet(stream: &mut TcpStream, packet: &Packet) -> std::io::Result<()> {
