@@ -105,9 +105,11 @@ pub async fn handle(
     listener: ListenerContext,
     shutdown: CancellationToken,
 ) {
+    // An IPv4 client of a dual-stack listener shows as 127.0.0.1, not as
+    // ::ffff:127.0.0.1.
     let peer = stream
         .peer_addr()
-        .map(|a| a.to_string())
+        .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()).to_string())
         .unwrap_or_else(|_| "unknown".into());
     if shared.config.connection_messages {
         let port = stream.local_addr().map(|a| a.port()).unwrap_or(0);

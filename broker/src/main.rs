@@ -1,6 +1,6 @@
 //! The `broker` binary: a mosquitto-style command line over the library.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -163,11 +163,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            for addr in listener_addrs(l)? {
-                let listener = broker::server::bind(addr)
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                listeners.push(listener);
-            }
+            listeners.push(bind_listener(l)?);
         }
         if let Some(pid_file) = &config.pid_file {
             std::fs::write(pid_file, format!("{}\n", std::process::id()))
@@ -253,22 +249,27 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Socket addresses for a listener: its bind address, or every interface
-/// (IPv4 and IPv6 where available) without one.
-fn listener_addrs(l: &Listener) -> anyhow::Result<Vec<SocketAddr>> {
-    match &l.bind {
-        Some(host) => {
-            let addrs: Vec<SocketAddr> =
-                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), l.port))
-                    .with_context(|| format!("cannot resolve listener address {host}"))?
-                    .collect();
-            Ok(addrs.into_iter().take(1).collect())
+/// Binds listener `l`: on its address, or, without one, on every
+/// interface: one dual-stack socket on `[::]` (IPv6 and IPv4, as Mosquitto
+/// serves both), or `0.0.0.0` where the system has no IPv6.
+fn bind_listener(l: &Listener) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = match &l.bind {
+        Some(host) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), l.port))
+            .with_context(|| format!("cannot resolve listener address {host}"))?
+            .next()
+            .with_context(|| format!("listener address {host} resolves to nothing"))?,
+        None => {
+            let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port);
+            match broker::server::bind(any6) {
+                Ok(listener) => return Ok(listener),
+                Err(e) => {
+                    tracing::debug!("no IPv6 listener on port {} ({e}); IPv4 only", l.port);
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), l.port)
+                }
+            }
         }
-        None => Ok(vec![SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            l.port,
-        )]),
-    }
+    };
+    broker::server::bind(addr).with_context(|| format!("cannot listen on {addr}"))
 }
 
 async fn signals(shutdown: CancellationToken, reload: Arc<Notify>) {

@@ -228,3 +228,37 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
     let hard = fields[4].parse::<u64>().unwrap_or(u64::MAX).min(1 << 20);
     assert_eq!(fields[3].parse::<u64>().unwrap(), hard, "{line}");
 }
+
+#[tokio::test]
+async fn a_listener_without_address_serves_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("b.log");
+    let config = format!(
+        "listener {port}\nallow_anonymous true\nlog_dest file {}\n",
+        log.display()
+    );
+    let _p = Proc::with_config(dir.path(), &config, port).await;
+    let v4 = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Raw::connect(v4, "over-v4", true).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    // IPv6 where this machine has it (a host without ::1 cannot test it).
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = format!("[::1]:{port}").parse().unwrap();
+        let mut c = Raw::connect(v6, "over-v6", true).await;
+        c.send(&Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp));
+    }
+    // IPv4 peers are logged as such, not as ::ffff:127.0.0.1.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("from 127.0.0.1:") && text.contains("as over-v4") {
+            assert!(!text.contains("::ffff:"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
