@@ -316,7 +316,9 @@ async fn serve(handoff: Box<Handoff>) {
     let mut wbuf = BytesMut::with_capacity(64);
     let _ = codec.encode(
         &Packet::ConnAck(ConnAck {
-            session_present: attached.session_present,
+            // A 3.1.1 field [MQTT-3.2.2-2]; in MQTT 3.1 the byte is
+            // reserved and must be 0 (the session is resumed all the same).
+            session_present: attached.session_present && connect.protocol == Protocol::V311,
             code: ConnectReturnCode::Accepted,
         }),
         &mut wbuf,
@@ -584,10 +586,12 @@ impl Connection<'_> {
         match packet {
             Packet::Publish(p) => self.publish(p, wbuf)?,
             Packet::PubAck(pkid) => {
-                self.session.lock().puback(pkid);
+                let ack = self.session.lock().puback(pkid);
+                mismatch(ack, "PUBACK", pkid)?;
             }
             Packet::PubRec(pkid) => {
-                self.session.lock().pubrec(pkid);
+                let ack = self.session.lock().pubrec(pkid);
+                mismatch(ack, "PUBREC", pkid)?;
                 // [MQTT-4.3.3-1]: PUBREL answers PUBREC.
                 push(wbuf, &Packet::PubRel(pkid));
             }
@@ -597,7 +601,8 @@ impl Connection<'_> {
                 push(wbuf, &Packet::PubComp(pkid));
             }
             Packet::PubComp(pkid) => {
-                self.session.lock().pubcomp(pkid);
+                let ack = self.session.lock().pubcomp(pkid);
+                mismatch(ack, "PUBCOMP", pkid)?;
             }
             Packet::Subscribe(mut s) => {
                 if let Some(m) = &self.mount {
@@ -793,6 +798,17 @@ impl Connection<'_> {
             username: self.username.as_deref().map(Arc::from),
             realm: self.realm,
         }
+    }
+}
+
+/// An acknowledgement naming a message in flight at another QoS or stage
+/// closes the connection (as Mosquitto) [MQTT-4.8.0-1].
+fn mismatch(ack: crate::session::Ack, packet: &str, pkid: u16) -> Result<(), End> {
+    match ack {
+        crate::session::Ack::Mismatch => Err(End::Violation(format!(
+            "{packet} {pkid} does not fit the QoS or stage of that message"
+        ))),
+        _ => Ok(()),
     }
 }
 

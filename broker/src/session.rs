@@ -92,6 +92,20 @@ pub struct Queued {
     pub message: Message,
 }
 
+/// How an acknowledgement from the client fits the messages in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// It moved its message along its handshake.
+    Done,
+    /// No message in flight has its packet id (a late duplicate): ignored.
+    Unknown,
+    /// It names a message in flight that is at another QoS or stage (a
+    /// PUBREC for QoS 1, a PUBCOMP before PUBREC, ...): a protocol
+    /// violation; Mosquitto closes the connection, and so do we
+    /// [MQTT-4.8.0-1].
+    Mismatch,
+}
+
 /// Counters for messages the session had to drop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
@@ -493,59 +507,71 @@ impl State {
         }
     }
 
-    /// PUBACK: completes a QoS 1 delivery. Returns whether it matched.
-    pub fn puback(&mut self, pkid: u16) -> bool {
-        self.remove_inflight(pkid, QoS::AtLeastOnce, Stage::Published)
+    /// PUBACK: completes a QoS 1 delivery.
+    pub fn puback(&mut self, pkid: u16) -> Ack {
+        match self.find(pkid) {
+            None => Ack::Unknown,
+            Some((i, QoS::AtLeastOnce, Stage::Published)) => {
+                self.complete(i);
+                Ack::Done
+            }
+            Some(_) => Ack::Mismatch,
+        }
     }
 
     /// PUBREC: the QoS 2 message is received by the client; it now awaits
-    /// PUBCOMP. Returns whether it matched. The caller answers PUBREL
-    /// either way [MQTT-4.3.3-1].
-    pub fn pubrec(&mut self, pkid: u16) -> bool {
-        let Some(f) = self
-            .inflight
-            .iter_mut()
-            .find(|f| f.pkid == pkid && f.message.qos == QoS::ExactlyOnce)
-        else {
-            return false;
-        };
-        if f.stage == Stage::Released {
-            return true;
+    /// PUBCOMP. The caller answers PUBREL unless it is a mismatch
+    /// [MQTT-4.3.3-1].
+    pub fn pubrec(&mut self, pkid: u16) -> Ack {
+        match self.find(pkid) {
+            None => Ack::Unknown,
+            // A PUBREC repeated after a re-sent PUBLISH.
+            Some((_, QoS::ExactlyOnce, Stage::Released)) => Ack::Done,
+            Some((i, QoS::ExactlyOnce, Stage::Published)) => {
+                let f = &mut self.inflight[i];
+                f.stage = Stage::Released;
+                let (seq, message) = (f.seq, f.message.clone());
+                self.record(|client| Op::PutMsg {
+                    client,
+                    seq,
+                    message,
+                    delivery: Delivery::Inflight {
+                        pkid,
+                        stage: Stage::Released,
+                    },
+                });
+                Ack::Done
+            }
+            Some(_) => Ack::Mismatch,
         }
-        f.stage = Stage::Released;
-        let (seq, message) = (f.seq, f.message.clone());
-        self.record(|client| Op::PutMsg {
-            client,
-            seq,
-            message,
-            delivery: Delivery::Inflight {
-                pkid,
-                stage: Stage::Released,
-            },
-        });
-        true
     }
 
     /// PUBCOMP: completes a QoS 2 delivery.
-    pub fn pubcomp(&mut self, pkid: u16) -> bool {
-        self.remove_inflight(pkid, QoS::ExactlyOnce, Stage::Released)
+    pub fn pubcomp(&mut self, pkid: u16) -> Ack {
+        match self.find(pkid) {
+            None => Ack::Unknown,
+            Some((i, QoS::ExactlyOnce, Stage::Released)) => {
+                self.complete(i);
+                Ack::Done
+            }
+            Some(_) => Ack::Mismatch,
+        }
     }
 
-    fn remove_inflight(&mut self, pkid: u16, qos: QoS, stage: Stage) -> bool {
-        match self
-            .inflight
+    /// The in-flight message with `pkid`: its index, QoS and stage.
+    fn find(&self, pkid: u16) -> Option<(usize, QoS, Stage)> {
+        self.inflight
             .iter()
-            .position(|f| f.pkid == pkid && f.message.qos == qos && f.stage == stage)
-        {
-            Some(i) => {
-                if let Some(f) = self.inflight.remove(i) {
-                    self.inflight_bytes -= f.message.payload.len();
-                    let seq = f.seq;
-                    self.record(|client| Op::DelMsg { client, seq });
-                }
-                true
-            }
-            None => false,
+            .position(|f| f.pkid == pkid)
+            .map(|i| (i, self.inflight[i].message.qos, self.inflight[i].stage))
+    }
+
+    /// Removes the completed in-flight message at `i`.
+    fn complete(&mut self, i: usize) {
+        if let Some(f) = self.inflight.remove(i) {
+            self.inflight_bytes -= f.message.payload.len();
+            let seq = f.seq;
+            self.record(|client| Op::DelMsg { client, seq });
         }
     }
 }
@@ -616,8 +642,12 @@ mod tests {
         assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 2);
         let ids: Vec<u16> = st.inflight.iter().map(|f| f.pkid).collect();
         assert_eq!(ids, vec![1, 2]);
-        assert!(st.puback(1));
-        assert!(!st.puback(1), "a second PUBACK matches nothing");
+        assert_eq!(st.puback(1), Ack::Done);
+        assert_eq!(
+            st.puback(1),
+            Ack::Unknown,
+            "a second PUBACK matches nothing"
+        );
         assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 1);
         assert_eq!(st.inflight.back().map(|f| f.pkid), Some(3));
     }
@@ -645,7 +675,7 @@ mod tests {
             1,
             "5 bytes > 3 still go, alone"
         );
-        assert!(st.puback(1));
+        assert_eq!(st.puback(1), Ack::Done);
         assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 3, "1 + 1 + 1 bytes");
         assert_eq!(st.fill(1, &limits, &mut out, 1 << 20), 0);
     }
@@ -658,14 +688,14 @@ mod tests {
         let mut out = BytesMut::new();
         let mut st = s.lock();
         st.fill(1, &limits, &mut out, 1 << 20);
-        assert!(!st.pubcomp(1), "PUBCOMP before PUBREC does not complete");
-        assert!(!st.puback(1), "PUBACK does not complete QoS 2");
-        assert!(st.pubrec(1));
+        assert_eq!(st.pubcomp(1), Ack::Mismatch, "PUBCOMP before PUBREC");
+        assert_eq!(st.puback(1), Ack::Mismatch, "PUBACK for QoS 2");
+        assert_eq!(st.pubrec(1), Ack::Done);
         assert_eq!(st.inflight[0].stage, Stage::Released);
         out.clear();
         st.resend(&mut out);
         assert_eq!(&out[..], &[0x62, 0x02, 0x00, 0x01], "PUBREL re-sent");
-        assert!(st.pubcomp(1));
+        assert_eq!(st.pubcomp(1), Ack::Done);
         assert!(st.inflight.is_empty());
     }
 }

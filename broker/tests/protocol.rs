@@ -458,3 +458,46 @@ async fn a_first_packet_larger_than_any_connect_closes_at_once() {
     c.send(&Packet::PingReq).await;
     assert_eq!(c.recv().await, Some(Packet::PingResp));
 }
+
+#[tokio::test]
+async fn acknowledgements_that_do_not_fit_the_message_close() {
+    // As Mosquitto [MQTT-4.8.0-1]: PUBREC for a QoS 1 message, PUBCOMP
+    // before PUBREC; an unknown packet id is a harmless late duplicate.
+    let b = TestBroker::start().await;
+    let mut publisher = Raw::connect(b.addr, "pub", true).await;
+    for (qos, wrong) in [
+        (QoS::AtLeastOnce, Packet::PubRec(1)),
+        (QoS::AtLeastOnce, Packet::PubComp(1)),
+        (QoS::ExactlyOnce, Packet::PubComp(1)),
+        (QoS::ExactlyOnce, Packet::PubAck(1)),
+    ] {
+        let mut sub = Raw::connect(b.addr, "sub", true).await;
+        sub.subscribe(1, &[("t", qos)]).await;
+        publisher.publish("t", b"x", qos, false, 9).await;
+        let p = sub.recv_publish().await;
+        assert_eq!(p.pkid, 1);
+        sub.send(&Packet::PubAck(77)).await; // unknown id: ignored
+        sub.send(&wrong).await;
+        sub.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_3_1_clients_get_session_present_0() {
+    // Session present is a 3.1.1 field [MQTT-3.2.2-2]; in 3.1 that byte is
+    // reserved (Mosquitto sends 0 too). The session is resumed all the same.
+    let b = TestBroker::start().await;
+    let mut connect = connect_packet("old", false);
+    connect.protocol = Protocol::V31;
+    let (mut c, _) = Raw::connect_with(b.addr, connect.clone()).await;
+    c.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    c.send(&Packet::Disconnect).await;
+    c.expect_closed().await;
+    let mut publisher = Raw::connect(b.addr, "pub", true).await;
+    publisher
+        .publish("t", b"kept", QoS::AtLeastOnce, false, 1)
+        .await;
+    let (mut c, present) = Raw::connect_with(b.addr, connect).await;
+    assert!(!present);
+    assert_eq!(&c.recv_publish().await.payload[..], b"kept");
+}
