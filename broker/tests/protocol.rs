@@ -501,3 +501,22 @@ async fn mqtt_3_1_clients_get_session_present_0() {
     assert!(!present);
     assert_eq!(&c.recv_publish().await.payload[..], b"kept");
 }
+
+#[tokio::test]
+async fn connect_fixed_header_flags_are_reserved_in_3_1_1_only() {
+    // [MQTT-2.2.2-2] for 3.1.1; 3.1 does not use them and Mosquitto accepts
+    // them there.
+    let b = TestBroker::start().await;
+    let mut c = Raw::open(b.addr).await;
+    let mut bytes = CONNECT_C.to_vec();
+    bytes[0] = 0x12;
+    c.send_bytes(&bytes).await;
+    c.expect_closed().await;
+    let mut c = Raw::open(b.addr).await;
+    c.send_bytes(&[
+        0x14, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x3c, 0x00,
+        0x01, b'c',
+    ])
+    .await;
+    expect_connack(&mut c, ConnectReturnCode::Accepted).await;
+}

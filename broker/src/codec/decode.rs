@@ -70,7 +70,10 @@ fn check_type_and_flags(byte1: u8) -> Result<(), Error> {
             }
             return Ok(());
         }
-        1 => ("CONNECT", 0),
+        // CONNECT's flags are checked once its protocol is known: they are
+        // reserved in 3.1.1 [MQTT-2.2.2-2] but unused (and Mosquitto
+        // ignores them) in 3.1.
+        1 => return Ok(()),
         2 => ("CONNACK", 0),
         4 => ("PUBACK", 0),
         5 => ("PUBREC", 0),
@@ -182,7 +185,7 @@ impl Reader {
 
 fn parse(byte1: u8, r: Reader) -> Result<Packet, Error> {
     let packet = match byte1 >> 4 {
-        1 => Packet::Connect(connect(r)?),
+        1 => Packet::Connect(connect(byte1 & 0x0F, r)?),
         2 => Packet::ConnAck(connack(r)?),
         3 => Packet::Publish(publish(byte1, r)?),
         4 => Packet::PubAck(r.only_pkid()?),
@@ -210,7 +213,7 @@ fn parse(byte1: u8, r: Reader) -> Result<Packet, Error> {
     Ok(packet)
 }
 
-fn connect(mut r: Reader) -> Result<Connect, Error> {
+fn connect(header_flags: u8, mut r: Reader) -> Result<Connect, Error> {
     let name = r.string()?;
     let level = r.u8()?;
     let protocol = match (name.as_str(), level) {
@@ -226,6 +229,12 @@ fn connect(mut r: Reader) -> Result<Connect, Error> {
         }
     };
 
+    if header_flags != 0 && protocol == Protocol::V311 {
+        return Err(Error::InvalidFlags {
+            packet: "CONNECT",
+            flags: header_flags,
+        }); // [MQTT-2.2.2-2]
+    }
     let flags = r.u8()?;
     // [MQTT-3.1.2-3]; MQTT 3.1 has no such rule (Mosquitto accepts it too).
     if flags & 0b0000_0001 != 0 && protocol == Protocol::V311 {
