@@ -121,6 +121,7 @@ pub async fn handle(
         } else {
             shared.config.max_packet_size
         },
+        protocol: Protocol::V311,
     };
     let mut rbuf = BytesMut::with_capacity(256);
     let mut read = 0;
@@ -140,7 +141,10 @@ pub async fn handle(
     };
     codec.max_packet_size = configured;
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(Packet::Connect(c)))) => {
+            codec.protocol = c.protocol;
+            c
+        }
         Ok(Err(codec::Error::UnsupportedProtocol { name, level }))
             if name == "MQTT" || name == "MQIsdp" =>
         {

@@ -520,3 +520,22 @@ async fn connect_fixed_header_flags_are_reserved_in_3_1_1_only() {
     .await;
     expect_connack(&mut c, ConnectReturnCode::Accepted).await;
 }
+
+#[tokio::test]
+async fn mqtt_3_1_retries_may_carry_dup_on_pubrel() {
+    // MQTT 3.1 sets DUP on a retried PUBREL (3.1.1 forbids it:
+    // [MQTT-3.6.1-1]); Mosquitto's 03-publish-c2b-disconnect-qos2 does this.
+    let b = TestBroker::start().await;
+    let mut connect = connect_packet("v31", true);
+    connect.protocol = Protocol::V31;
+    let (mut c, _) = Raw::connect_with(b.addr, connect).await;
+    c.send(&publish_packet("t", b"x", QoS::ExactlyOnce, false, 3))
+        .await;
+    assert_eq!(c.recv().await, Some(Packet::PubRec(3)));
+    c.send_bytes(&[0x6a, 0x02, 0x00, 0x03]).await;
+    assert_eq!(c.recv().await, Some(Packet::PubComp(3)));
+    // The same bytes from a 3.1.1 client are a violation.
+    let mut c = Raw::connect(b.addr, "v311", true).await;
+    c.send_bytes(&[0x6a, 0x02, 0x00, 0x03]).await;
+    c.expect_closed().await;
+}

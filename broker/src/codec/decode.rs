@@ -20,12 +20,21 @@ const MAX_RESERVE: usize = 64 * 1024;
 /// remaining length) is checked against `max_packet_size` before the body is
 /// buffered.
 pub fn decode(src: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, Error> {
+    decode_for(src, max_packet_size, Protocol::V311)
+}
+
+/// [`decode`] for a peer that connected with `protocol`.
+pub fn decode_for(
+    src: &mut BytesMut,
+    max_packet_size: usize,
+    protocol: Protocol,
+) -> Result<Option<Packet>, Error> {
     let Some(&byte1) = src.first() else {
         return Ok(None);
     };
     // Fail fast on the first byte: a peer that sends garbage is dropped
     // without waiting for (or buffering) a body.
-    check_type_and_flags(byte1)?;
+    check_type_and_flags(byte1, protocol)?;
 
     let Some((remaining, header_len)) = remaining_length(src)? else {
         return Ok(None);
@@ -51,7 +60,7 @@ pub fn decode(src: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
 }
 
 /// Checks the packet type and its fixed-header flags [MQTT-2.2.2-1].
-fn check_type_and_flags(byte1: u8) -> Result<(), Error> {
+fn check_type_and_flags(byte1: u8, protocol: Protocol) -> Result<(), Error> {
     let flags = byte1 & 0x0F;
     let (packet, expected) = match byte1 >> 4 {
         0 | 15 => return Err(Error::ReservedPacketType(byte1 >> 4)),
@@ -87,7 +96,9 @@ fn check_type_and_flags(byte1: u8) -> Result<(), Error> {
         13 => ("PINGRESP", 0),
         _ => ("DISCONNECT", 0),
     };
-    if flags != expected {
+    // MQTT 3.1 sets DUP on a retried PUBREL, SUBSCRIBE or UNSUBSCRIBE.
+    let retry_31 = protocol == Protocol::V31 && expected == 0b0010 && flags == 0b1010;
+    if flags != expected && !retry_31 {
         return Err(Error::InvalidFlags { packet, flags });
     }
     Ok(())

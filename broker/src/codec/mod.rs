@@ -15,7 +15,7 @@ mod tests;
 
 use bytes::{Bytes, BytesMut};
 
-pub use decode::decode;
+pub use decode::{decode, decode_for};
 pub use encode::{encode, encode_publish};
 
 /// The largest remaining length the 4-byte variable-length encoding can
@@ -351,12 +351,17 @@ impl Packet {
 #[derive(Debug, Clone)]
 pub struct Codec {
     pub max_packet_size: usize,
+    /// The protocol the peer connected with: MQTT 3.1 lets PUBREL,
+    /// SUBSCRIBE and UNSUBSCRIBE carry the DUP flag on a retry, which 3.1.1
+    /// forbids [MQTT-3.6.1-1]. 3.1.1 until a 3.1 CONNECT is accepted.
+    pub protocol: Protocol,
 }
 
 impl Default for Codec {
     fn default() -> Self {
         Codec {
             max_packet_size: MAX_REMAINING_LENGTH + 5,
+            protocol: Protocol::V311,
         }
     }
 }
@@ -366,7 +371,7 @@ impl tokio_util::codec::Decoder for Codec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, Error> {
-        decode(src, self.max_packet_size)
+        decode_for(src, self.max_packet_size, self.protocol)
     }
 }
 
