@@ -12,7 +12,7 @@ COPY . .
 # `docker compose`). target/ is a cache mount, so copy the binaries out in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --workspace --locked \
+    cargo build --release --locked -p broker -p device-sim -p consumer \
     && mkdir -p /out \
     && cp target/release/broker target/release/device-sim target/release/consumer /out/
 
