@@ -10,6 +10,9 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and target/ between builds (BuildKit, the default builder of
 # `docker compose`). target/ is a cache mount, so copy the binaries out in the same step.
+# The workspace's release profile keeps line tables for profiling; the image does not need
+# them (30-40 MB per binary with them, a few MB without).
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p broker -p device-sim -p consumer \
