@@ -144,8 +144,6 @@ pub struct State {
     /// when persistence is on: every change is appended under this lock,
     /// so the store sees changes in the order they happened.
     journal: Option<(Arc<Store>, Arc<str>)>,
-    /// `Limits::queue_qos0`, here for [`State::stored`].
-    queue_qos0: bool,
     /// The attached connection's listener `mount_point`: topics carry it
     /// inside the broker and lose it on the way out.
     pub mount: Option<Arc<str>>,
@@ -203,7 +201,6 @@ impl Session {
                 dropping: false,
                 next_seq: 1,
                 journal,
-                queue_qos0: limits.queue_qos0,
                 mount: None,
             }),
             notify: Notify::new(),
@@ -283,7 +280,7 @@ impl Session {
         let online = state.owner.is_some();
         let seq = state.next_seq;
         state.next_seq += 1;
-        let ticket = if state.stored(&message) {
+        let ticket = if state.stored(&message, limits) {
             state.record(|client| Op::PutMsg {
                 client,
                 seq,
@@ -330,9 +327,9 @@ impl Session {
 
 impl State {
     /// Whether `message`, queued in this session, is kept in the store.
-    fn stored(&self, message: &Message) -> bool {
+    fn stored(&self, message: &Message, limits: &Limits) -> bool {
         // QoS 0 messages are stored only where they are queued offline too.
-        self.journal.is_some() && (message.qos != QoS::AtMostOnce || self.queue_qos0)
+        self.journal.is_some() && (message.qos != QoS::AtMostOnce || limits.queue_qos0)
     }
 
     fn record(&self, op: impl FnOnce(Arc<str>) -> Op) -> u64 {
@@ -439,7 +436,7 @@ impl State {
                 break;
             };
             self.queued_bytes -= message.size();
-            let stored = self.stored(&message);
+            let stored = self.stored(&message, limits);
             // A topic is at most 65535 bytes (it was decoded or validated),
             // so encoding cannot fail; a message that somehow cannot be
             // encoded is dropped rather than wedging the queue.
